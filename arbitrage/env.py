@@ -1,0 +1,99 @@
+"""Reading configuration from the environment, with one clear line per mistake.
+
+Every setting the product reads from the environment goes through these helpers,
+so a malformed value stops start-up with ``ConfigError`` naming the variable
+instead of failing later with a traceback somewhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+
+class ConfigError(SystemExit):
+    """A setting from the environment is malformed or unusable.
+
+    It is a ``SystemExit`` on purpose: uncaught, Python prints its one-line
+    message to stderr and exits with status 1, whichever entry point (manage.py,
+    celery, gunicorn) was loading the settings, and no traceback is shown.
+    """
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"configuration error: {variable}: {problem}")
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, f"expected true/false, got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_url(name: str, *, schemes: set[str], default: str = "") -> str:
+    """A URL whose scheme is one of ``schemes``; empty when unset and no default."""
+    raw = os.environ.get(name, default).strip()
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ConfigError(name, f"malformed URL ({exc})") from None
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(f"{s}://" for s in schemes))
+        raise ConfigError(
+            name, f"unsupported scheme {parts.scheme + '://' if parts.scheme else 'missing'}; expected one of {allowed}"
+        )
+    if parts.scheme not in {"filesystem", "sqlite", "memory"} and not parts.hostname:
+        raise ConfigError(name, "malformed URL: no host")
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to print."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return parts.geturl()

@@ -1,0 +1,178 @@
+"""Request validation and response shapes for the workloads API."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from arbitrage.api.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictDecimalField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+)
+from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
+
+PROVIDERS = ("aws", "gcp", "azure")
+ARCHITECTURES = ("x86_64", "arm64")
+GPU_TYPES = ("T4", "L4", "A10G", "A100", "H100")
+REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_VARS = 100
+
+
+class RequirementsSerializer(StrictSerializer):
+    """What the workload needs; placement picks the cheapest offer that has it."""
+
+    vcpu = StrictIntegerField(min_value=1, max_value=448)
+    memory_gb = StrictFloatField(min_value=0.5, max_value=24576)
+    gpu_count = StrictIntegerField(min_value=0, max_value=16, default=0)
+    gpu_type = serializers.ChoiceField(choices=GPU_TYPES, required=False, allow_null=True, default=None)
+    architecture = serializers.ChoiceField(choices=ARCHITECTURES, default="x86_64")
+    providers = serializers.ListField(
+        child=serializers.ChoiceField(choices=PROVIDERS),
+        min_length=1,
+        max_length=len(PROVIDERS),
+        default=list(PROVIDERS),
+    )
+    regions = serializers.ListField(child=StrictCharField(max_length=63), max_length=50, default=list)
+    max_price_per_hour = StrictDecimalField(
+        max_digits=12,
+        decimal_places=6,
+        min_value=Decimal("0.000001"),
+        max_value=Decimal("10000"),
+        required=False,
+        allow_null=True,
+        default=None,
+        coerce_to_string=True,
+    )
+
+    def validate_regions(self, regions: list[str]) -> list[str]:
+        for region in regions:
+            if not REGION_PATTERN.match(region):
+                raise serializers.ValidationError(f"{region!r} is not a region name (like us-east-1).")
+        return regions
+
+    def validate_providers(self, providers: list[str]) -> list[str]:
+        return list(dict.fromkeys(providers))
+
+    def validate(self, attrs):
+        if attrs.get("gpu_type") and attrs["gpu_count"] == 0:
+            raise serializers.ValidationError({"gpu_count": ["Must be at least 1 when gpu_type is given."]})
+        return attrs
+
+
+class StorageSettingsSerializer(StrictSerializer):
+    enabled = StrictBooleanField(default=False)
+    quota_gb = StrictIntegerField(min_value=1, max_value=10_240, default=10)
+    retention_days = StrictIntegerField(min_value=1, max_value=3650, default=30)
+
+
+class ConfigSerializer(StrictSerializer):
+    """How to run the workload."""
+
+    image_id = StrictCharField(max_length=500, required=False, allow_blank=False)
+    command = serializers.ListField(
+        child=StrictCharField(max_length=4096, allow_blank=True), max_length=100, required=False
+    )
+    env = serializers.DictField(child=StrictCharField(max_length=4096, allow_blank=True), required=False)
+    health_check_port = StrictIntegerField(min_value=1, max_value=65535, default=8080)
+    storage = StorageSettingsSerializer(required=False)
+
+    def validate_env(self, env: dict[str, str]) -> dict[str, str]:
+        if len(env) > MAX_ENV_VARS:
+            raise serializers.ValidationError(f"At most {MAX_ENV_VARS} variables.")
+        bad = [name for name in env if not ENV_NAME_PATTERN.match(name)]
+        if bad:
+            raise serializers.ValidationError(f"Not a variable name: {bad[0]!r}.")
+        return env
+
+
+class WorkloadCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=200)
+    requirements = RequirementsSerializer()
+    config = ConfigSerializer(required=False)
+    recovery_policy = serializers.ChoiceField(choices=RecoveryPolicy.choices, default=RecoveryPolicy.MIGRATE)
+
+    def validate_name(self, name: str) -> str:
+        name = name.strip()
+        if not name:
+            raise serializers.ValidationError("May not be blank.")
+        if any(ord(ch) < 32 for ch in name):
+            raise serializers.ValidationError("May not contain control characters.")
+        return name
+
+    def validate(self, attrs):
+        # Stored as JSON in its normalised form: defaults filled, decimals as strings.
+        config = attrs.get("config") or ConfigSerializer().run_validation({})
+        config.setdefault("storage", StorageSettingsSerializer().run_validation({}))
+        attrs["requirements"] = RequirementsSerializer().to_representation(attrs["requirements"])
+        attrs["config"] = ConfigSerializer().to_representation(config)
+        return attrs
+
+
+class WorkloadListQuerySerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=WorkloadStatus.choices, required=False)
+    page = StrictCharField(required=False)
+    page_size = StrictCharField(required=False)
+
+
+class WorkloadInstanceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkloadInstance
+        fields = [
+            "id",
+            "provider",
+            "region",
+            "availability_zone",
+            "instance_type",
+            "instance_id",
+            "public_ip",
+            "status",
+            "spot_price",
+            "on_demand_price",
+            "created_at",
+            "terminated_at",
+        ]
+
+
+class WorkloadEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkloadEvent
+        fields = ["kind", "name", "from_status", "to_status", "message", "detail", "created_at"]
+
+
+class WorkloadSerializer(serializers.ModelSerializer):
+    endpoint = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Workload
+        fields = [
+            "id",
+            "name",
+            "status",
+            "endpoint",
+            "requirements",
+            "config",
+            "recovery_policy",
+            "started_at",
+            "terminated_at",
+            "termination_reason",
+            "failure_reason",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkloadDetailSerializer(WorkloadSerializer):
+    instances = WorkloadInstanceSerializer(many=True, read_only=True)
+    events = WorkloadEventSerializer(many=True, read_only=True)
+
+    class Meta(WorkloadSerializer.Meta):
+        fields = [*WorkloadSerializer.Meta.fields, "instances", "events"]
+        read_only_fields = fields

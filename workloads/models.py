@@ -1,0 +1,260 @@
+"""Customers, API keys, workloads and their lifecycle state machine.
+
+Column names follow the source design where it names them (``workloads``,
+``workload_instances``, ``workload_routing``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+
+def default_max_concurrent_workloads() -> int:
+    return settings.DEFAULT_MAX_CONCURRENT_WORKLOADS
+
+
+GIB = 1024**3
+
+
+class Customer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    max_concurrent_workloads = models.PositiveIntegerField(default=default_max_concurrent_workloads)
+    webhook_url = models.URLField(max_length=500, blank=True)
+    webhook_secret = models.CharField(
+        max_length=128, blank=True, help_text="Key of the HMAC-SHA256 signature on webhook deliveries."
+    )
+    storage_quota_bytes = models.BigIntegerField(default=10 * GIB, help_text="Default storage quota per workload.")
+    storage_retention_days = models.PositiveIntegerField(
+        default=30, help_text="Default days storage is kept after a workload ends."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "customers"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """A customer's API key. Only its SHA-256 hash and a short prefix are stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=16, db_index=True, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "api_keys"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.customer})"
+
+
+class WorkloadStatus(models.TextChoices):
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    STOPPING = "STOPPING"
+    INTERRUPTED = "INTERRUPTED"
+    UNHEALTHY = "UNHEALTHY"
+    TERMINATED = "TERMINATED"
+
+
+class RecoveryPolicy(models.TextChoices):
+    MIGRATE = "migrate"
+    TERMINATE = "terminate"
+
+
+S = WorkloadStatus
+
+
+class Workload(ConcurrentTransitionMixin, models.Model):
+    """A customer's workload and its lifecycle (DESIGN.md §5).
+
+    ``status`` is protected: it changes only through the transition methods
+    below, and those are called only by ``workloads.services.workload_transition``,
+    which locks the row and records the event.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="workloads")
+    name = models.CharField(max_length=200)
+    status = FSMField(default=S.PENDING, choices=S.choices, protected=True, db_index=True)
+    requirements = models.JSONField(default=dict)
+    config = models.JSONField(default=dict)
+    recovery_policy = models.CharField(max_length=16, choices=RecoveryPolicy.choices, default=RecoveryPolicy.MIGRATE)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    termination_reason = models.TextField(blank=True)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "workloads"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["customer", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="workload_idempotency_key_per_customer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.id}.workloads.{settings.WORKLOAD_DOMAIN}"
+
+    # --- transitions (DESIGN.md §5); bodies stay empty, effects live in services.
+
+    @transition(field=status, source=S.PENDING, target=S.PROVISIONING)
+    def place(self) -> None:
+        """Placement found."""
+
+    @transition(field=status, source=S.PROVISIONING, target=S.FAILED)
+    def fail_provisioning(self) -> None:
+        """Provisioning failed or timed out."""
+
+    @transition(field=status, source=S.PROVISIONING, target=S.RUNNING)
+    def mark_ready(self) -> None:
+        """Instance ready and routing registered."""
+
+    @transition(field=status, source=S.RUNNING, target=S.STOPPING)
+    def user_terminate(self) -> None:
+        """The customer or an operator asked to terminate."""
+
+    @transition(field=status, source=S.RUNNING, target=S.INTERRUPTED)
+    def spot_interrupt(self) -> None:
+        """The cloud is reclaiming the spot instance."""
+
+    @transition(field=status, source=S.RUNNING, target=S.UNHEALTHY)
+    def health_check_fail(self) -> None:
+        """N consecutive failed health checks."""
+
+    @transition(field=status, source=[S.STOPPING, S.INTERRUPTED, S.UNHEALTHY], target=S.TERMINATED)
+    def cleanup_complete(self) -> None:
+        """The termination workflow finished."""
+
+    @transition(field=status, source=S.PENDING, target=S.FAILED)
+    def reject(self) -> None:
+        """Quota exceeded or no feasible placement."""
+
+    @transition(field=status, source=[S.PENDING, S.PROVISIONING], target=S.STOPPING)
+    def cancel(self) -> None:
+        """The customer terminated the workload before it ran."""
+
+    @transition(field=status, source=[S.INTERRUPTED, S.UNHEALTHY], target=S.PROVISIONING)
+    def recover(self) -> None:
+        """Re-placement by the migration workflow."""
+
+
+TRANSITIONS: tuple[str, ...] = (
+    "place",
+    "fail_provisioning",
+    "mark_ready",
+    "user_terminate",
+    "spot_interrupt",
+    "health_check_fail",
+    "cleanup_complete",
+    "reject",
+    "cancel",
+    "recover",
+)
+
+
+class InstanceStatus(models.TextChoices):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    TERMINATED = "TERMINATED"
+    FAILED = "FAILED"
+
+
+class WorkloadInstance(models.Model):
+    """One instance segment of a workload: one cloud instance, bought at one price."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="instances")
+    provider = models.CharField(max_length=16, db_index=True)
+    region = models.CharField(max_length=64)
+    availability_zone = models.CharField(max_length=64, blank=True)
+    instance_type = models.CharField(max_length=64)
+    instance_id = models.CharField(max_length=255, blank=True, help_text="The provider's id for the instance.")
+    public_ip = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.PENDING)
+    spot_price = models.DecimalField(max_digits=12, decimal_places=6, help_text="Price per hour it was bought at.")
+    on_demand_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workload_instances"
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["workload", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.region}/{self.instance_type} {self.instance_id}"
+
+
+class WorkloadRouting(models.Model):
+    """Where a workload's endpoint currently points; the KV is a cache of this."""
+
+    workload = models.OneToOneField(Workload, on_delete=models.CASCADE, primary_key=True, related_name="routing")
+    endpoint = models.CharField(max_length=255)
+    provider = models.CharField(max_length=16)
+    region = models.CharField(max_length=64)
+    instance_id = models.CharField(max_length=255)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "workload_routing"
+
+    def __str__(self) -> str:
+        return f"{self.workload_id} → {self.endpoint}"
+
+
+class WorkloadEvent(models.Model):
+    """The workload's timeline: every transition and workflow step."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        STEP = "step"
+        INFO = "info"
+
+    id = models.BigAutoField(primary_key=True)
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=64, help_text="Transition or step name.")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    message = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "workload_events"
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.TRANSITION:
+            return f"{self.name}: {self.from_status} → {self.to_status}"
+        return f"{self.kind} {self.name}"

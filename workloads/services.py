@@ -1,0 +1,204 @@
+"""Writes for customers, API keys and workloads.
+
+Every state change goes through ``workload_transition``: one transaction, the
+row taken with ``select_for_update()``, the django-fsm transition, one
+``WorkloadEvent``, and the routing KV status updated once the transaction has
+committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from workloads import routing
+from workloads.errors import IdempotencyKeyReused, TransitionRefused
+from workloads.models import (
+    TRANSITIONS,
+    ApiKey,
+    Customer,
+    RecoveryPolicy,
+    Workload,
+    WorkloadEvent,
+    WorkloadStatus,
+)
+from workloads.selectors import api_key_hash, workload_by_idempotency_key
+
+API_KEY_PREFIX = "ca_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+# --- customers and keys -------------------------------------------------------
+
+
+def customer_create(
+    *,
+    name: str,
+    max_concurrent_workloads: int | None = None,
+    webhook_url: str = "",
+    webhook_secret: str = "",
+) -> Customer:
+    customer = Customer(name=name, webhook_url=webhook_url, webhook_secret=webhook_secret)
+    if max_concurrent_workloads is not None:
+        customer.max_concurrent_workloads = max_concurrent_workloads
+    if webhook_url and not webhook_secret:
+        customer.webhook_secret = secrets.token_urlsafe(32)
+    customer.full_clean()
+    customer.save()
+    return customer
+
+
+def api_key_create(*, customer: Customer, name: str = "default") -> tuple[ApiKey, str]:
+    """A new key for ``customer``. The raw key is returned once and never stored."""
+    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(customer=customer, name=name, prefix=raw_key[:10], key_hash=api_key_hash(raw_key))
+    return api_key, raw_key
+
+
+def api_key_mark_used(*, api_key: ApiKey) -> None:
+    """Record use, at most once a minute per key so reads stay reads."""
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- workloads ----------------------------------------------------------------
+
+
+def _fingerprint(**request: Any) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def workload_create(
+    *,
+    customer: Customer,
+    name: str,
+    requirements: dict[str, Any],
+    config: dict[str, Any],
+    recovery_policy: str = RecoveryPolicy.MIGRATE,
+    idempotency_key: str | None = None,
+) -> tuple[Workload, bool]:
+    """Store a new PENDING workload; returns ``(workload, created)``.
+
+    With an ``idempotency_key`` a retried create returns the workload the first
+    call made (``created`` False) instead of making a second one; the same key
+    with a different request is refused.
+    """
+    fingerprint = _fingerprint(name=name, requirements=requirements, config=config, recovery_policy=recovery_policy)
+    if idempotency_key:
+        existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
+        if existing is not None:
+            return _idempotent_replay(existing, fingerprint), False
+    try:
+        with transaction.atomic():
+            workload = Workload.objects.create(
+                customer=customer,
+                name=name,
+                requirements=requirements,
+                config=config,
+                recovery_policy=recovery_policy,
+                idempotency_key=idempotency_key or None,
+                request_fingerprint=fingerprint,
+            )
+            WorkloadEvent.objects.create(
+                workload=workload,
+                kind=WorkloadEvent.Kind.INFO,
+                name="created",
+                to_status=workload.status,
+                message="Workload submitted.",
+            )
+            transaction.on_commit(lambda: routing.kv_set_status(workload_id=workload.id, status=WorkloadStatus.PENDING))
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: answer with its workload.
+        if not idempotency_key:
+            raise
+        existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _idempotent_replay(existing, fingerprint), False
+    return workload, True
+
+
+def _idempotent_replay(existing: Workload, fingerprint: str) -> Workload:
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request.",
+            workload_id=str(existing.id),
+        )
+    return existing
+
+
+def workload_transition(
+    *,
+    workload_id: UUID | str,
+    transition: str,
+    message: str = "",
+    detail: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Workload:
+    """Apply one state-machine transition to a workload, or raise ``TransitionRefused``.
+
+    ``fields`` are model fields to set in the same save (``failure_reason``,
+    ``started_at``, ...).
+    """
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        _apply_transition(workload, transition, message=message, detail=detail, **fields)
+    return workload
+
+
+def workload_terminate(*, workload_id: UUID | str, reason: str = "Terminated by the customer.") -> Workload:
+    """User terminate: RUNNING → STOPPING, or cancel from PENDING/PROVISIONING → STOPPING."""
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        name = (
+            "cancel" if workload.status in (WorkloadStatus.PENDING, WorkloadStatus.PROVISIONING) else "user_terminate"
+        )
+        _apply_transition(workload, name, message=reason, termination_reason=reason)
+    return workload
+
+
+def _apply_transition(
+    workload: Workload,
+    transition: str,
+    *,
+    message: str = "",
+    detail: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """The transition on a row the caller has locked inside its transaction."""
+    if transition not in TRANSITIONS:
+        raise ValueError(f"unknown workload transition {transition!r}")
+    method = getattr(workload, transition)
+    from_status = workload.status
+    if not can_proceed(method):
+        raise TransitionRefused(workload_id=workload.id, transition=transition, current_state=from_status)
+    method()
+    for name, value in fields.items():
+        setattr(workload, name, value)
+    workload.save()
+    WorkloadEvent.objects.create(
+        workload=workload,
+        kind=WorkloadEvent.Kind.TRANSITION,
+        name=transition,
+        from_status=from_status,
+        to_status=workload.status,
+        message=message,
+        detail=detail or {},
+    )
+    workload_id, status = workload.id, workload.status
+    transaction.on_commit(lambda: routing.kv_set_status(workload_id=workload_id, status=status))
