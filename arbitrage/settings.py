@@ -167,6 +167,7 @@ STORAGE_BUCKET = env_str("STORAGE_BUCKET")
 MEDIA_ROOT = VAR_DIR / "media"
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 if STORAGE_BUCKET:
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -193,12 +194,13 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- API ----------------------------------------------------------------------
+# Bodies over this are refused with 413 from their Content-Length, before being read.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["workloads.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["arbitrage.api.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["arbitrage.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "arbitrage.api.pagination.StandardPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -53,6 +55,11 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
         return Response(error_body(exc.status, exc.code, exc.message, **exc.extra), status=exc.status)
+
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = error_body(413, "request_too_large", f"Request body is over the limit of {limit} bytes.")
+        return Response(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
     response = drf_exception_handler(exc, context)
     if response is None:

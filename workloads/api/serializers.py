@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from arbitrage.api.fields import (
@@ -39,7 +40,14 @@ class RequirementsSerializer(StrictSerializer):
         max_length=len(PROVIDERS),
         default=list(PROVIDERS),
     )
-    regions = serializers.ListField(child=StrictCharField(max_length=63), max_length=50, default=list)
+    regions = serializers.ListField(
+        child=StrictCharField(
+            max_length=63,
+            validators=[RegexValidator(REGION_PATTERN, "Not a region name (like us-east-1 or westeurope).")],
+        ),
+        max_length=50,
+        default=list,
+    )
     max_price_per_hour = StrictDecimalField(
         max_digits=12,
         decimal_places=6,
@@ -50,12 +58,6 @@ class RequirementsSerializer(StrictSerializer):
         default=None,
         coerce_to_string=True,
     )
-
-    def validate_regions(self, regions: list[str]) -> list[str]:
-        for region in regions:
-            if not REGION_PATTERN.match(region):
-                raise serializers.ValidationError(f"{region!r} is not a region name (like us-east-1).")
-        return regions
 
     def validate_providers(self, providers: list[str]) -> list[str]:
         return list(dict.fromkeys(providers))

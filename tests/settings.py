@@ -1,0 +1,13 @@
+"""The product's settings, with the test run's own var/ directory.
+
+Tests get their own database file, routing KV and broker folders, so running
+them never touches the data of a running `make run`. Everything else comes
+from the environment exactly as in production (DATABASE_URL, REDIS_URL, ...).
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("ARBITRAGE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+
+from arbitrage.settings import *  # noqa: F403
