@@ -70,6 +70,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_mapping(name: str, default: dict[str, str], *, keys: set[str], values: set[str]) -> dict[str, str]:
+    """``"a=x,b=y"`` into a dict over ``default``, checking keys and values."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return dict(default)
+    mapping = dict(default)
+    for item in raw.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in keys or value not in values:
+            raise ConfigError(
+                name,
+                f"expected comma-separated KEY=VALUE with KEY in {sorted(keys)} and VALUE in {sorted(values)}, "
+                f"got {item.strip()!r}",
+            )
+        mapping[key] = value
+    return mapping
+
+
 def env_url(name: str, *, schemes: set[str], default: str = "") -> str:
     """A URL whose scheme is one of ``schemes``; empty when unset and no default."""
     raw = os.environ.get(name, default).strip()

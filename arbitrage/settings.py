@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from arbitrage.env import ConfigError, env_bool, env_int, env_list, env_str, env_url
+from arbitrage.env import ConfigError, env_bool, env_int, env_list, env_mapping, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ARBITRAGE_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -217,6 +217,17 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Clouds -------------------------------------------------------------------
+# Which adapter runs each provider's instances: "aws=local,gcp=local,azure=local"
+# (the embedded default: the local cloud stands in for all three).
+CLOUD_PROVIDERS = ("aws", "gcp", "azure")
+CLOUD_BACKENDS = env_mapping(
+    "CLOUD_BACKENDS",
+    dict.fromkeys(CLOUD_PROVIDERS, "local"),
+    keys=set(CLOUD_PROVIDERS),
+    values={"local", "aws", "gcp", "azure"},
+)
 
 # --- Product ------------------------------------------------------------------
 # Endpoints are `{workload-id}.workloads.<WORKLOAD_DOMAIN>`.

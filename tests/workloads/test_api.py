@@ -76,6 +76,7 @@ def test_create_stores_a_pending_workload_with_defaults_filled(api, customer):
         "architecture": "x86_64",
         "providers": ["aws", "gcp", "azure"],
         "regions": [],
+        "zones": [],
         "max_price_per_hour": None,
     }
     assert body["config"] == {

@@ -1,0 +1,211 @@
+"""The cloud-adapter interface, its normalised errors and the registry.
+
+Two roles per cloud, each behind its own small interface:
+
+* ``CloudAdapter`` runs instances: create a spot instance, read its status,
+  terminate it, list the ones we manage (tag ``managed-by``).
+* ``PriceSource`` reads current spot prices for the catalog refresh.
+
+Both are registered by provider name (``aws``, ``gcp``, ``azure``) when the
+placement app starts (``PlacementConfig.ready``), from the settings: in the
+embedded default the ``local`` cloud stands in for all three providers.
+Workflows only ever call ``get_cloud(provider)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY_VALUE = "compute-arbitrage"
+
+
+class InstanceState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+    PREEMPTED = "preempted"  # the cloud reclaimed the spot capacity
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """What provision-cloud-resources asks a cloud for.
+
+    ``idempotency_token`` is derived from the workflow run and the offer, so a
+    retried or resumed create finds the instance it already made (AWS
+    ClientToken, GCP instance name / request id, Azure VM name, local state key).
+    """
+
+    idempotency_token: str
+    region: str
+    availability_zone: str
+    instance_type: str
+    max_price_per_hour: Decimal
+    tags: dict[str, str]
+    image_id: str = ""
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    user_data: str = ""
+    health_check_port: int = 8080
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    instance_id: str
+    state: InstanceState
+    region: str
+    availability_zone: str = ""
+    instance_type: str = ""
+    public_ip: str = ""
+    # Where the workload's health-check port is reachable, when the cloud maps
+    # it elsewhere (the local cloud gives each instance its own loopback port).
+    service_port: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    launched_at: datetime | None = None
+    state_reason: str = ""
+
+    def address(self, health_check_port: int) -> str:
+        """``host:port`` where the workload answers."""
+        return f"{self.public_ip}:{self.service_port or health_check_port}"
+
+
+@dataclass(frozen=True)
+class ObservedPrice:
+    """One pool's price as a cloud reports it."""
+
+    provider: str
+    region: str
+    availability_zone: str
+    instance_type: str
+    spot_price: Decimal
+    observed_at: datetime
+    on_demand_price: Decimal | None = None
+
+
+# --- normalised errors ----------------------------------------------------------
+
+
+class CloudError(Exception):
+    """Base of every error a cloud adapter raises; ``message`` is the cloud's own words."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.code = code
+
+
+class CapacityError(CloudError):
+    """No spot capacity in this pool now: try the next candidate."""
+
+
+class QuotaError(CloudError):
+    """An account quota stops this create: try the next candidate."""
+
+
+class PriceTooLowError(CloudError):
+    """The spot market price is above our max price: try the next candidate."""
+
+
+class InstanceNotFound(CloudError):
+    pass
+
+
+class TransientCloudError(CloudError):
+    """Throttling, 5xx, timeouts: retry the same call."""
+
+    retryable = True
+
+
+class PermanentCloudError(CloudError):
+    """Bad image, bad credentials, invalid request: retrying will not help."""
+
+
+#: Errors after which the workflow moves on to the next ranked offer.
+NEXT_CANDIDATE_ERRORS = (CapacityError, QuotaError, PriceTooLowError)
+
+
+# --- interfaces -----------------------------------------------------------------
+
+
+class CloudAdapter(ABC):
+    provider: str
+
+    @abstractmethod
+    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
+        """Create (or find, by ``request.idempotency_token``) one spot instance."""
+
+    @abstractmethod
+    def get_instance_status(self, instance_id: str, region: str) -> InstanceInfo:
+        """Current state; raises ``InstanceNotFound`` if the cloud has no such instance."""
+
+    @abstractmethod
+    def terminate_instance(self, instance_id: str, region: str) -> None:
+        """Terminate; an instance that is already gone is not an error."""
+
+    @abstractmethod
+    def list_managed_instances(self, region: str) -> list[InstanceInfo]:
+        """Instances in ``region`` tagged ``managed-by: compute-arbitrage``."""
+
+
+class PriceSource(ABC):
+    provider: str
+
+    @abstractmethod
+    def fetch_spot_prices(self, *, regions: list[str]) -> list[ObservedPrice]:
+        """Current spot prices for the given regions; raises ``CloudError`` on failure."""
+
+
+# --- registry -------------------------------------------------------------------
+
+_clouds: dict[str, CloudAdapter] = {}
+_price_sources: dict[str, PriceSource] = {}
+_cloud_factories: dict[str, Callable[[str], CloudAdapter]] = {}
+
+
+class CloudNotConfigured(LookupError):
+    pass
+
+
+def register_cloud_factory(backend: str, factory: Callable[[str], CloudAdapter]) -> None:
+    """Make a backend (``local``, ``aws``, ...) available to ``CLOUD_BACKENDS``."""
+    _cloud_factories[backend] = factory
+
+
+def cloud_factories() -> dict[str, Callable[[str], CloudAdapter]]:
+    return dict(_cloud_factories)
+
+
+def register_cloud(provider: str, adapter: CloudAdapter) -> None:
+    _clouds[provider] = adapter
+
+
+def get_cloud(provider: str) -> CloudAdapter:
+    try:
+        return _clouds[provider]
+    except KeyError:
+        raise CloudNotConfigured(f"no cloud adapter is configured for provider {provider!r}") from None
+
+
+def register_price_source(provider: str, source: PriceSource) -> None:
+    _price_sources[provider] = source
+
+
+def get_price_source(provider: str) -> PriceSource:
+    try:
+        return _price_sources[provider]
+    except KeyError:
+        raise CloudNotConfigured(f"no price source is configured for provider {provider!r}") from None
+
+
+def price_sources() -> dict[str, PriceSource]:
+    return dict(_price_sources)
