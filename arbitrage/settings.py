@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from arbitrage.env import ConfigError, env_bool, env_int, env_list, env_mapping, env_str, env_url
+from arbitrage.env import ConfigError, env_bool, env_float, env_int, env_list, env_mapping, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ARBITRAGE_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -142,7 +142,9 @@ CELERY_BROKER_URL = env_url(
     "CELERY_BROKER_URL", schemes={"redis", "rediss", "amqp", "amqps", "filesystem", "sqla+sqlite"}
 ) or (REDIS_URL or "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_BROKER_TRANSPORT = None
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT = "arbitrage.broker:FilesystemTransport"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The default 1 s between polls of an empty queue would pace every workflow wait.
+        "polling_interval": 0.1,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -218,6 +222,42 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Local cloud --------------------------------------------------------------
+# The `local` backend runs each instance as a process on this machine, with its
+# state, logs and injected faults under VAR_DIR/local-cloud/ (DESIGN.md §8).
+# A new instance reports "pending" this long, like a booting VM.
+LOCAL_CLOUD_BOOT_DELAY_MS = env_int("LOCAL_CLOUD_BOOT_DELAY_MS", 2000, minimum=0, maximum=600_000)
+# How long terminate waits after SIGTERM before it sends SIGKILL.
+LOCAL_CLOUD_STOP_GRACE_SECONDS = env_int("LOCAL_CLOUD_STOP_GRACE_SECONDS", 5, minimum=0, maximum=600)
+
+# --- Placement ----------------------------------------------------------------
+# A pool (provider, region, zone, instance type) is skipped this long after a spot
+# interruption or a capacity error there.
+POOL_BLOCK_SECONDS = env_int("POOL_BLOCK_SECONDS", 300, minimum=1, maximum=7 * 24 * 3600)
+# Offers rank by expected cost: spot price x (1 + interruptions per hour x hours lost per
+# interruption). A replacement takes PLACEMENT_RESTART_MINUTES to run and, on average, half a
+# checkpoint interval of work is done again. A pool's interruption bucket (the spot advisor's
+# "<5%" ... ">20%") is read as the chance of one interruption within PLACEMENT_RISK_HORIZON_HOURS.
+PLACEMENT_RESTART_MINUTES = env_int("PLACEMENT_RESTART_MINUTES", 10, minimum=0, maximum=24 * 60)
+PLACEMENT_CHECKPOINT_MINUTES = env_int("PLACEMENT_CHECKPOINT_MINUTES", 60, minimum=0, maximum=7 * 24 * 60)
+PLACEMENT_RISK_HORIZON_HOURS = env_int("PLACEMENT_RISK_HORIZON_HOURS", 24, minimum=1, maximum=24 * 365)
+# Live price refresh (beat, `manage.py catalog_refresh`): whose public price APIs to read.
+# Empty (the default) keeps the bundled snapshot, so the embedded default works offline.
+PRICE_SOURCES = env_list("PRICE_SOURCES", [])
+if set(PRICE_SOURCES) - {"aws", "gcp", "azure"}:
+    raise ConfigError("PRICE_SOURCES", f"expected a comma-separated subset of aws,gcp,azure, got {PRICE_SOURCES!r}")
+# Regions to refresh; empty: every region the catalog holds for that provider.
+PRICE_REFRESH_REGIONS = env_list("PRICE_REFRESH_REGIONS", [])
+PRICE_REFRESH_TIMEOUT_SECONDS = env_int("PRICE_REFRESH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
+# AWS reads credentials the standard boto3 way (AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role...).
+AZURE_RETAIL_PRICES_URL = env_url(
+    "AZURE_RETAIL_PRICES_URL", schemes={"http", "https"}, default="https://prices.azure.com/api/retail/prices"
+)
+GCP_BILLING_API_URL = env_url(
+    "GCP_BILLING_API_URL", schemes={"http", "https"}, default="https://cloudbilling.googleapis.com/v1"
+)
+GCP_BILLING_API_KEY = env_str("GCP_BILLING_API_KEY")
+
 # --- Clouds -------------------------------------------------------------------
 # Which adapter runs each provider's instances: "aws=local,gcp=local,azure=local"
 # (the embedded default: the local cloud stands in for all three).
@@ -234,6 +274,12 @@ CLOUD_BACKENDS = env_mapping(
 WORKLOAD_DOMAIN = env_str("WORKLOAD_DOMAIN", "localhost")
 if not WORKLOAD_DOMAIN or "/" in WORKLOAD_DOMAIN or " " in WORKLOAD_DOMAIN:
     raise ConfigError("WORKLOAD_DOMAIN", f"expected a DNS name, got {WORKLOAD_DOMAIN!r}")
+# Multiplies every workflow delay (retry backoff, wait polls, stall detection).
+# 1 in production; a test run or a demo may shorten the clock.
+WORKFLOW_TIME_SCALE = env_float("WORKFLOW_TIME_SCALE", 1.0, minimum=0.001, maximum=100.0)
+# A running workflow whose tasks have not touched it for this long lost its
+# chain (worker killed, broker restarted) and is resumed by beat.
+WORKFLOW_STALL_SECONDS = env_int("WORKFLOW_STALL_SECONDS", 120, minimum=1)
 DEFAULT_MAX_CONCURRENT_WORKLOADS = env_int("DEFAULT_MAX_CONCURRENT_WORKLOADS", 10, minimum=1, maximum=100_000)
 
 LANGUAGE_CODE = "en-us"

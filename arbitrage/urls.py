@@ -8,6 +8,7 @@ from arbitrage.health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("workloads.api.urls")),
+    path("api/v1/placement/", include("placement.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", healthz, name="healthz"),

@@ -2,7 +2,12 @@ from django.apps import AppConfig
 
 
 class PlacementConfig(AppConfig):
-    """Price catalog, optimizer and cloud adapters (DESIGN.md §7-8); filled by their issues."""
+    """Price catalog, optimizer and cloud adapters (DESIGN.md §7-8)."""
 
     name = "placement"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from placement.clouds.registry import register_configured_clouds
+
+        register_configured_clouds()

@@ -37,3 +37,62 @@ def other_api(db) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     return client
+
+
+@pytest.fixture
+def catalog(transactional_db):
+    """The bundled price catalog, loaded into the test database."""
+    from placement.services import catalog_load_snapshot
+
+    catalog_load_snapshot()
+
+
+@pytest.fixture
+def local_cloud_clean():
+    """No faults configured, and every local instance stopped when the test ends."""
+    from placement.clouds import local
+
+    local.faults_clear()
+    yield local
+    local.faults_clear()
+    for info in local.instances_all():
+        if local.process_alive(info.instance_id):
+            local.LocalCloud("aws").terminate_instance(info.instance_id, info.region)
+
+
+@pytest.fixture
+def worker_factory(transactional_db, local_cloud_clean):
+    """Start real Celery workers on the test database: ``worker_factory(env={...})``."""
+    from tests.live import Worker, purge_broker
+
+    purge_broker()
+    workers: list[Worker] = []
+
+    def start(**kwargs) -> Worker:
+        env = {**FAST_CLOCK, **kwargs.pop("env", {})}
+        worker = Worker(env=env, name=f"w{len(workers) + 1}", **kwargs).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(worker_factory):
+    return worker_factory()
+
+
+@pytest.fixture
+def webhook_receiver():
+    from tests.live import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+# Workflow delays shortened 20x for the worker processes: polls every 0.25 s,
+# provisioning retries after 0.5 / 1 / 2 s, the wait timeouts after 15 s.
+FAST_CLOCK = {"WORKFLOW_TIME_SCALE": "0.05", "LOCAL_CLOUD_BOOT_DELAY_MS": "500"}

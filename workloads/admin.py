@@ -6,7 +6,18 @@ from django.contrib import admin, messages
 
 from workloads import services
 from workloads.errors import TransitionRefused
-from workloads.models import ApiKey, Customer, Workload, WorkloadEvent, WorkloadInstance, WorkloadRouting
+from workloads.models import (
+    ApiKey,
+    Customer,
+    HealthMonitor,
+    Notification,
+    WorkflowRun,
+    WorkflowStep,
+    Workload,
+    WorkloadEvent,
+    WorkloadInstance,
+    WorkloadRouting,
+)
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -160,6 +171,49 @@ class WorkloadEventAdmin(admin.ModelAdmin):
     list_filter = ["kind", "to_status", "workload__customer"]
     search_fields = ["=workload__id", "workload__name", "name", "message"]
     readonly_fields = [field.name for field in WorkloadEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class WorkflowStepInline(admin.TabularInline):
+    model = WorkflowStep
+    extra = 0
+    can_delete = False
+    fields = ["position", "name", "status", "attempts", "started_at", "finished_at", "error", "result"]
+    readonly_fields = fields
+    ordering = ["position"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "workload", "status", "failed_step", "created_at", "finished_at"]
+    list_filter = ["kind", "status", "workload__customer"]
+    search_fields = ["=id", "=workload__id", "workload__name", "error"]
+    readonly_fields = [field.name for field in WorkflowRun._meta.fields]
+    inlines = [WorkflowStepInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(HealthMonitor)
+class HealthMonitorAdmin(admin.ModelAdmin):
+    list_display = ["workload", "active", "endpoint", "consecutive_failures", "last_ok_at", "last_latency_ms"]
+    list_filter = ["active", "provider"]
+    search_fields = ["=workload__id", "workload__name", "instance_id"]
+    readonly_fields = [field.name for field in HealthMonitor._meta.fields]
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["type", "customer", "workload", "delivery_status", "attempts", "last_status_code", "created_at"]
+    list_filter = ["type", "delivery_status", "customer"]
+    search_fields = ["=id", "=workload__id", "customer__name"]
+    readonly_fields = [field.name for field in Notification._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

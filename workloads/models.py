@@ -99,6 +99,9 @@ class Workload(ConcurrentTransitionMixin, models.Model):
     recovery_policy = models.CharField(max_length=16, choices=RecoveryPolicy.choices, default=RecoveryPolicy.MIGRATE)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    capacity_reserved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When validate-quotas counted it against the customer's quota."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     termination_reason = models.TextField(blank=True)
@@ -258,3 +261,143 @@ class WorkloadEvent(models.Model):
         if self.kind == self.Kind.TRANSITION:
             return f"{self.name}: {self.from_status} → {self.to_status}"
         return f"{self.kind} {self.name}"
+
+
+# --- durable workflows (DESIGN.md §6) -------------------------------------------
+
+
+class WorkflowKind(models.TextChoices):
+    PROVISION = "provision"
+    TERMINATE = "terminate"
+    MIGRATE = "migrate"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WorkflowRun(models.Model):
+    """One run of a workflow for a workload; its steps are rows of ``WorkflowStep``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=WorkflowKind.choices)
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="workflow_runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING, db_index=True)
+    payload = models.JSONField(default=dict, blank=True, help_text="The run's input (reason, excluded pools, ...).")
+    failed_step = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    # Bumped when the beat task re-enqueues a lost chain; tasks of older chains stop.
+    chain_generation = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(auto_now_add=True, help_text="Last time a step task touched the run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workflow_runs"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.workload_id} ({self.status})"
+
+
+class WorkflowStep(models.Model):
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=64)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Executions, including re-checks of a wait.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workflow_steps"
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="workflow_step_name_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.name} ({self.status})"
+
+
+# --- health monitoring and notifications ---------------------------------------------
+
+
+class HealthMonitor(models.Model):
+    """What the health sweep checks for a workload (start-health-monitoring)."""
+
+    workload = models.OneToOneField(Workload, on_delete=models.CASCADE, primary_key=True, related_name="monitor")
+    active = models.BooleanField(default=True, db_index=True)
+    instance_id = models.CharField(max_length=255)
+    provider = models.CharField(max_length=16)
+    region = models.CharField(max_length=64)
+    endpoint = models.CharField(max_length=255, help_text="host:port of the health-check port.")
+    health_check_port = models.PositiveIntegerField(default=8080)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    last_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "health_monitors"
+
+    def __str__(self) -> str:
+        return f"monitor {self.workload_id} ({'active' if self.active else 'stopped'})"
+
+
+class NotificationType(models.TextChoices):
+    WORKLOAD_READY = "WORKLOAD_READY"
+    WORKLOAD_FAILED = "WORKLOAD_FAILED"
+    WORKLOAD_INTERRUPTED = "WORKLOAD_INTERRUPTED"
+    WORKLOAD_MIGRATED = "WORKLOAD_MIGRATED"
+    WORKLOAD_TERMINATED = "WORKLOAD_TERMINATED"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    NO_WEBHOOK = "no_webhook"
+
+
+class Notification(models.Model):
+    """A message to a customer, kept whether or not it has a webhook to deliver it to."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="notifications")
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="notifications", null=True)
+    type = models.CharField(max_length=32, choices=NotificationType.choices)
+    payload = models.JSONField(default=dict)
+    dedupe_key = models.CharField(max_length=64, blank=True)
+    delivery_status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "notifications"
+        ordering = ["-created_at"]
+        constraints = [
+            # One notification of a kind per workflow run step: a re-run step does not notify twice.
+            models.UniqueConstraint(fields=["workload", "type", "dedupe_key"], name="notification_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} → {self.customer} ({self.delivery_status})"

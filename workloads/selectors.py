@@ -47,3 +47,13 @@ def workload_get(*, customer: Customer, workload_id: UUID | str) -> Workload | N
 
 def workload_by_idempotency_key(*, customer: Customer, idempotency_key: str) -> Workload | None:
     return Workload.objects.filter(customer=customer, idempotency_key=idempotency_key).first()
+
+
+def workflow_runs(*, workload: Workload):
+    from workloads.models import WorkflowRun, WorkflowStep
+
+    return (
+        WorkflowRun.objects.filter(workload=workload)
+        .prefetch_related(Prefetch("steps", queryset=WorkflowStep.objects.order_by("position")))
+        .order_by("created_at")
+    )

@@ -19,18 +19,25 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from placement.clouds.base import get_cloud
 from workloads import routing
 from workloads.errors import IdempotencyKeyReused, TransitionRefused
 from workloads.models import (
     TRANSITIONS,
     ApiKey,
     Customer,
+    HealthMonitor,
+    InstanceStatus,
     RecoveryPolicy,
+    WorkflowKind,
     Workload,
     WorkloadEvent,
+    WorkloadInstance,
+    WorkloadRouting,
     WorkloadStatus,
 )
 from workloads.selectors import api_key_hash, workload_by_idempotency_key
+from workloads.workflows.engine import workflow_run_cancel, workflow_run_create
 
 API_KEY_PREFIX = "ca_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -122,6 +129,7 @@ def workload_create(
                 message="Workload submitted.",
             )
             transaction.on_commit(lambda: routing.kv_set_status(workload_id=workload.id, status=WorkloadStatus.PENDING))
+            workflow_run_create(kind=WorkflowKind.PROVISION, workload=workload)
     except IntegrityError:
         # A concurrent retry with the same key won the race: answer with its workload.
         if not idempotency_key:
@@ -157,22 +165,29 @@ def workload_transition(
     """
     with transaction.atomic():
         workload = Workload.objects.select_for_update().get(id=workload_id)
-        _apply_transition(workload, transition, message=message, detail=detail, **fields)
+        workload_transition_locked(workload, transition, message=message, detail=detail, **fields)
     return workload
 
 
 def workload_terminate(*, workload_id: UUID | str, reason: str = "Terminated by the customer.") -> Workload:
-    """User terminate: RUNNING → STOPPING, or cancel from PENDING/PROVISIONING → STOPPING."""
+    """User terminate (RUNNING) or cancel (PENDING, PROVISIONING) → STOPPING, then the termination workflow.
+
+    Cancelling stops the provisioning run: its next step sees the run cancelled,
+    and a create in flight undoes itself; the termination workflow cleans up
+    whatever the run had already made.
+    """
     with transaction.atomic():
         workload = Workload.objects.select_for_update().get(id=workload_id)
-        name = (
-            "cancel" if workload.status in (WorkloadStatus.PENDING, WorkloadStatus.PROVISIONING) else "user_terminate"
+        cancelling = workload.status in (WorkloadStatus.PENDING, WorkloadStatus.PROVISIONING)
+        workload_transition_locked(
+            workload, "cancel" if cancelling else "user_terminate", message=reason, termination_reason=reason
         )
-        _apply_transition(workload, name, message=reason, termination_reason=reason)
+        workflow_run_cancel(workload_id=workload.id, kind=WorkflowKind.PROVISION, reason=reason)
+        workflow_run_create(kind=WorkflowKind.TERMINATE, workload=workload, payload={"reason": reason})
     return workload
 
 
-def _apply_transition(
+def workload_transition_locked(
     workload: Workload,
     transition: str,
     *,
@@ -180,7 +195,7 @@ def _apply_transition(
     detail: dict[str, Any] | None = None,
     **fields: Any,
 ) -> None:
-    """The transition on a row the caller has locked inside its transaction."""
+    """The transition on a row the caller took with ``select_for_update()`` in its transaction."""
     if transition not in TRANSITIONS:
         raise ValueError(f"unknown workload transition {transition!r}")
     method = getattr(workload, transition)
@@ -202,3 +217,43 @@ def _apply_transition(
     )
     workload_id, status = workload.id, workload.status
     transaction.on_commit(lambda: routing.kv_set_status(workload_id=workload_id, status=status))
+
+
+# --- instances and routing: the pieces termination and cleanup share ----------------
+
+
+def instance_terminate(*, instance: WorkloadInstance) -> WorkloadInstance:
+    """Terminate one instance in its cloud (idempotent) and record when it stopped."""
+    if instance.status in (InstanceStatus.TERMINATED, InstanceStatus.FAILED) and instance.terminated_at:
+        return instance
+    if instance.instance_id:
+        get_cloud(instance.provider).terminate_instance(instance.instance_id, instance.region)
+    WorkloadInstance.objects.filter(pk=instance.pk, terminated_at__isnull=True).update(
+        status=InstanceStatus.TERMINATED, terminated_at=timezone.now()
+    )
+    instance.refresh_from_db()
+    return instance
+
+
+def routing_remove(*, workload_id: UUID | str) -> None:
+    WorkloadRouting.objects.filter(workload_id=workload_id).delete()
+    transaction.on_commit(lambda: routing.kv_delete_endpoint(workload_id=workload_id))
+
+
+def health_monitoring_stop(*, workload_id: UUID | str) -> None:
+    HealthMonitor.objects.filter(workload_id=workload_id, active=True).update(active=False, stopped_at=timezone.now())
+
+
+def workload_instances_release(*, workload_id: UUID | str, reason: str) -> list[WorkloadInstance]:
+    """Terminate and bill every instance the workload still has, stop monitoring it, drop its routing."""
+    from billing.services import usage_record_create
+
+    released = []
+    for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=True):
+        released.append(instance_terminate(instance=instance))
+    with transaction.atomic():
+        health_monitoring_stop(workload_id=workload_id)
+        routing_remove(workload_id=workload_id)
+        for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=False):
+            usage_record_create(instance=instance)
+    return released

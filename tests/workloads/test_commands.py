@@ -39,3 +39,51 @@ def test_customer_create_refuses_bad_input_clearly_and_creates_nothing(db, args,
     with pytest.raises(CommandError, match=message):
         call_command("customer_create", *args, stdout=io.StringIO())
     assert not Customer.objects.exists()
+
+
+def test_workload_command_submits_shows_and_terminates(db, django_capture_on_commit_callbacks):
+    from tests.factories import CustomerFactory
+    from workloads.models import Workload, WorkloadStatus
+
+    customer = CustomerFactory(name="Ops")
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=False):
+        call_command(
+            "workload", "submit", "--customer", "Ops", "--name", "batch", "--vcpu", "2", "--memory-gb", "4",
+            "--provider", "gcp", "--storage", stdout=out,
+        )  # fmt: skip
+    workload = Workload.objects.get(customer=customer)
+    assert workload.requirements["providers"] == ["gcp"]
+    assert workload.config["storage"]["enabled"] is True
+    assert f"submitted {workload.id}" in out.getvalue()
+
+    shown = io.StringIO()
+    call_command("workload", "show", str(workload.id), stdout=shown)
+    text = shown.getvalue()
+    assert "provision run" in text
+    for step in ("validate-quotas", "find-placement", "provision-cloud-resources", "notify-customer"):
+        assert step in text
+
+    with django_capture_on_commit_callbacks(execute=False):
+        call_command("workload", "terminate", str(workload.id), stdout=io.StringIO())
+    workload.refresh_from_db()
+    assert workload.status == WorkloadStatus.STOPPING
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "--customer", "Nobody", "--name", "x", "--vcpu", "2", "--memory-gb", "4"], "--customer"),
+        (["submit", "--customer", "Ops", "--name", "x", "--vcpu", "-2", "--memory-gb", "4"], "requirements.vcpu"),
+        (["submit", "--customer", "Ops", "--name", "x", "--vcpu", "2", "--memory-gb", "4", "--gpu-type", "K80",
+          "--gpu-count", "1"], "requirements.gpu_type"),
+        (["show", "not-an-id"], "no workload"),
+        (["terminate", "00000000-0000-0000-0000-000000000000"], "no workload"),
+    ],
+)  # fmt: skip
+def test_workload_command_refuses_bad_input_clearly(db, args, message):
+    from tests.factories import CustomerFactory
+
+    CustomerFactory(name="Ops")
+    with pytest.raises(CommandError, match=message):
+        call_command("workload", *args, stdout=io.StringIO())

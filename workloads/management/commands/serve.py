@@ -39,6 +39,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
+        # The bundled price catalog, so placement works offline (loading it again changes nothing).
+        call_command("catalog_load", verbosity=0)
 
         python = sys.executable
         commands = {

@@ -1,0 +1,44 @@
+"""Fills the cloud registry from settings when the app starts."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from arbitrage.env import ConfigError
+from placement.clouds import base
+
+
+def _load_backends() -> None:
+    # Importing a backend module registers its factory.
+    from placement.clouds import local  # noqa: F401
+
+
+def register_configured_clouds() -> None:
+    _load_backends()
+    factories = base.cloud_factories()
+    for provider, backend in settings.CLOUD_BACKENDS.items():
+        if backend not in factories:
+            raise ConfigError("CLOUD_BACKENDS", f"the {backend!r} backend for {provider} is not available")
+        base.register_cloud(provider, factories[backend](provider))
+    register_price_sources()
+
+
+def _price_source_class(provider: str) -> type[base.PriceSource]:
+    # Imported on demand: a provider's SDK loads only when its price source is configured.
+    if provider == "aws":
+        from placement.clouds.aws import AwsPriceSource
+
+        return AwsPriceSource
+    if provider == "gcp":
+        from placement.clouds.gcp import GcpPriceSource
+
+        return GcpPriceSource
+    from placement.clouds.azure import AzurePriceSource
+
+    return AzurePriceSource
+
+
+def register_price_sources() -> None:
+    """One price source per provider in ``PRICE_SOURCES``, each reading that cloud's public price API."""
+    for provider in settings.PRICE_SOURCES:
+        base.register_price_source(provider, _price_source_class(provider)())

@@ -1,0 +1,45 @@
+"""Per-workload storage configuration and the object index (DESIGN.md §9).
+
+Table and column names are the source design's (``workload_storage_config``,
+``workload_storage_objects``). The index is the source of truth for usage.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+GIB = 1024**3
+
+
+class WorkloadStorageConfig(models.Model):
+    workload = models.OneToOneField(
+        "workloads.Workload", on_delete=models.CASCADE, primary_key=True, related_name="storage_config"
+    )
+    storage_enabled = models.BooleanField(default=True)
+    storage_quota_bytes = models.BigIntegerField(default=10 * GIB)
+    retention_days = models.PositiveIntegerField(default=30)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "workload_storage_config"
+
+    def __str__(self) -> str:
+        return f"storage of {self.workload_id}"
+
+
+class WorkloadStorageObject(models.Model):
+    workload = models.ForeignKey("workloads.Workload", on_delete=models.CASCADE, related_name="storage_objects")
+    object_key = models.CharField(max_length=1024, help_text="Key below workloads/{id}/.")
+    size_bytes = models.BigIntegerField()
+    checksum = models.CharField(max_length=128, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        db_table = "workload_storage_objects"
+        constraints = [models.UniqueConstraint(fields=["workload", "object_key"], name="storage_object_key_unique")]
+
+    def __str__(self) -> str:
+        return f"workloads/{self.workload_id}/{self.object_key}"

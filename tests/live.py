@@ -1,0 +1,122 @@
+"""Helpers for end-to-end tests that run a real Celery worker process.
+
+The worker is started with the same settings module as the tests, pointed at
+the test database, so everything it does is visible to the test and the
+other way round (tests using it must be ``transaction=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.2, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def database_url_for_tests() -> str:
+    """A DATABASE_URL for the database the tests are using right now."""
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(name).resolve()}"
+    parts = urlsplit(settings.DATABASE_URL)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class Worker:
+    """A real ``celery worker`` process on the test database and broker."""
+
+    def __init__(self, *, concurrency: int = 2, env: dict[str, str] | None = None, name: str = "w1") -> None:
+        self.log_path = Path(settings.VAR_DIR) / f"worker-{name}.log"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "ARBITRAGE_VAR_DIR": str(settings.VAR_DIR),
+            "DATABASE_URL": database_url_for_tests(),
+            **(env or {}),
+        }
+        self.command = [
+            sys.executable, "-m", "celery", "-A", "arbitrage", "worker",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--hostname", f"{name}-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: a crash, nothing is cleaned up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        # Nothing a stopped test worker was doing matters any more: stop it at once.
+        self.kill()
+        self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def purge_broker() -> None:
+    from arbitrage.celery import app
+
+    app.control.purge()
+
+
+class WebhookReceiver:
+    """A local HTTP server that records the webhooks it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,154 @@
+"""The agent's HTTP server, its work counter and its simulated faults.
+
+Configuration comes from the environment, as a container's would:
+
+* ``PORT`` (required): listen on ``127.0.0.1:PORT``.
+* ``INSTANCE_ID``, ``PROVIDER``, ``WORKLOAD_ID``: echoed back, so a caller can
+  tell which instance answered.
+* ``AGENT_NEVER_HEALTHY=1``: ``/health`` always answers 503.
+* ``AGENT_DIE_AFTER_SECONDS=T``: exit with status 1 after T seconds (a crash).
+
+Any other variable is the customer's and is ignored here. SIGTERM (what a cloud
+sends before reclaiming an instance) shuts the server down and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+# Bodies are counted, not kept: the agent only reports their length.
+_READ_CHUNK = 64 * 1024
+
+
+class Agent:
+    """The state the handler reports: identity, uptime and the work counter."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.instance_id = env.get("INSTANCE_ID", "")
+        self.provider = env.get("PROVIDER", "")
+        self.workload_id = env.get("WORKLOAD_ID", "")
+        self.never_healthy = env.get("AGENT_NEVER_HEALTHY", "") == "1"
+        self.started = time.monotonic()
+        self.progress = 0
+        self.stopping = threading.Event()
+        self.exit_status = 0
+
+    def work(self) -> None:
+        """One unit of "work" per second until shutdown: a visible sign the workload runs."""
+        while not self.stopping.wait(1.0):
+            self.progress += 1
+
+    def stop(self, exit_status: int) -> None:
+        self.exit_status = exit_status
+        self.stopping.set()
+
+    def describe(self, path: str) -> dict[str, object]:
+        return {
+            "instance_id": self.instance_id,
+            "provider": self.provider,
+            "workload_id": self.workload_id,
+            "progress": self.progress,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "path": path,
+        }
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: AgentServer
+    server_version = "workload-agent/1"
+
+    def do_GET(self) -> None:
+        agent = self.server.agent
+        if self.path.split("?", 1)[0] == "/health":
+            if agent.never_healthy:
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unhealthy", "instance_id": agent.instance_id})
+            else:
+                self._reply(HTTPStatus.OK, {"status": "ok", **agent.describe(self.path)})
+            return
+        self._reply(HTTPStatus.OK, agent.describe(self.path))
+
+    def do_POST(self) -> None:
+        body_length = self._drain_body()
+        self._reply(HTTPStatus.OK, {**self.server.agent.describe(self.path), "body_length": body_length})
+
+    do_PUT = do_POST
+
+    def _drain_body(self) -> int:
+        try:
+            remaining = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            remaining = 0
+        total = 0
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, _READ_CHUNK))
+            if not chunk:
+                break
+            total += len(chunk)
+            remaining -= len(chunk)
+        return total
+
+    def _reply(self, status: HTTPStatus, payload: dict[str, object]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        # Health probes every few seconds would drown the instance log.
+        if not self.path.startswith("/health"):
+            super().log_message(format, *args)
+
+
+class AgentServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, agent: Agent) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.agent = agent
+
+
+def main(env: dict[str, str] | None = None) -> int:
+    """Serve until SIGTERM (exit 0) or the simulated crash (exit 1)."""
+    env = dict(os.environ if env is None else env)
+    try:
+        port = int(env["PORT"])
+        die_after = float(env["AGENT_DIE_AFTER_SECONDS"]) if env.get("AGENT_DIE_AFTER_SECONDS") else None
+    except KeyError:
+        print("workload agent: PORT is required", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"workload agent: bad configuration ({exc})", file=sys.stderr)
+        return 2
+
+    agent = Agent(env)
+    server = AgentServer(port, agent)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        agent.stop(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigterm)
+    threading.Thread(target=agent.work, name="work", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
+    if die_after is not None:
+        crash = threading.Timer(die_after, agent.stop, args=(1,))
+        crash.daemon = True
+        crash.start()
+    print(f"workload agent {agent.instance_id or '-'} listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+
+    agent.stopping.wait()
+    server.shutdown()
+    server.server_close()
+    reason = "simulated crash" if agent.exit_status else "shutting down"
+    print(f"workload agent {agent.instance_id or '-'}: {reason}, exit {agent.exit_status}", file=sys.stderr, flush=True)
+    return agent.exit_status

@@ -1,0 +1,111 @@
+"""Customer notifications: stored always, delivered to the webhook with an HMAC signature.
+
+The body is the notification's JSON payload; the header
+``X-Arbitrage-Signature: sha256=<hex>`` is HMAC-SHA256 of the exact body bytes
+with the customer's webhook secret, so the receiver can check it came from us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from workloads.models import DeliveryStatus, Notification, Workload
+
+SIGNATURE_HEADER = "X-Arbitrage-Signature"
+EVENT_HEADER = "X-Arbitrage-Event"
+DELIVERY_TIMEOUT_SECONDS = 10
+MAX_DELIVERY_ATTEMPTS = 8
+
+
+class WebhookDeliveryError(Exception):
+    """The receiver did not take the notification this time (network error, 5xx, 429): retry later."""
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def notification_create(
+    *, workload: Workload, type: str, payload: dict[str, Any], dedupe_key: str = ""
+) -> Notification:
+    """Store a notification (once per ``dedupe_key``) and deliver it after commit."""
+    customer = workload.customer
+    status = DeliveryStatus.PENDING if customer.webhook_url else DeliveryStatus.NO_WEBHOOK
+    try:
+        with transaction.atomic():
+            notification, created = Notification.objects.get_or_create(
+                workload=workload,
+                type=type,
+                dedupe_key=dedupe_key,
+                defaults={"customer": customer, "payload": payload, "delivery_status": status},
+            )
+    except IntegrityError:
+        return Notification.objects.get(workload=workload, type=type, dedupe_key=dedupe_key)
+    if created and status == DeliveryStatus.PENDING:
+        from workloads.tasks import notification_deliver
+
+        transaction.on_commit(lambda: notification_deliver.delay(str(notification.id)))
+    return notification
+
+
+def notification_deliver(*, notification_id: UUID | str) -> Notification:
+    """POST the notification to the customer's webhook; raise ``WebhookDeliveryError`` to be retried."""
+    notification = Notification.objects.select_related("customer").get(id=notification_id)
+    if notification.delivery_status != DeliveryStatus.PENDING:
+        return notification
+    customer = notification.customer
+    body = json.dumps(notification.payload, separators=(",", ":"), sort_keys=True).encode()
+    request = urllib.request.Request(
+        customer.webhook_url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "compute-arbitrage-webhooks/1",
+            EVENT_HEADER: notification.type,
+            "X-Arbitrage-Delivery": str(notification.id),
+            SIGNATURE_HEADER: sign(customer.webhook_secret, body),
+        },
+    )
+    Notification.objects.filter(pk=notification.pk).update(attempts=notification.attempts + 1)
+    try:
+        with urllib.request.urlopen(request, timeout=DELIVERY_TIMEOUT_SECONDS) as response:
+            code = response.status
+    except urllib.error.HTTPError as error:
+        code = error.code
+        if code == 429 or code >= 500:
+            _record_error(notification, f"HTTP {code}", code)
+            raise WebhookDeliveryError(f"HTTP {code}") from None
+        _record_error(notification, f"HTTP {code}: the receiver refused it", code, final=True)
+        return notification
+    except (urllib.error.URLError, OSError) as error:
+        reason = str(getattr(error, "reason", error))
+        _record_error(notification, reason, None)
+        raise WebhookDeliveryError(reason) from None
+    Notification.objects.filter(pk=notification.pk).update(
+        delivery_status=DeliveryStatus.DELIVERED, delivered_at=timezone.now(), last_status_code=code, last_error=""
+    )
+    notification.refresh_from_db()
+    return notification
+
+
+def notification_give_up(*, notification_id: UUID | str, error: str) -> None:
+    Notification.objects.filter(id=notification_id, delivery_status=DeliveryStatus.PENDING).update(
+        delivery_status=DeliveryStatus.FAILED, last_error=f"gave up after retries: {error}"
+    )
+
+
+def _record_error(notification: Notification, error: str, code: int | None, *, final: bool = False) -> None:
+    fields: dict[str, Any] = {"last_error": error, "last_status_code": code}
+    if final:
+        fields["delivery_status"] = DeliveryStatus.FAILED
+    Notification.objects.filter(pk=notification.pk).update(**fields)

@@ -1,0 +1,1 @@
+"""Workflows: the durable step engine and the provision / terminate workflows."""

@@ -1,0 +1,386 @@
+"""A durable step engine on Celery (DESIGN.md §6).
+
+A workflow is an ordered tuple of named steps. A run of it is a
+``WorkflowRun`` row with one ``WorkflowStep`` row per step, and a Celery
+``chain`` of one immutable ``workflow_step.si(run_id, name, generation)``
+signature per step. Executing a step:
+
+1. A step that already succeeded is never run again: its stored result is
+   returned, so a resumed or duplicated chain passes over it.
+2. The step body runs outside any transaction (cloud calls and HTTP checks
+   must not hold database locks). It returns a JSON result and registers its
+   database effects with ``ctx.on_commit_effects``.
+3. The effects and the step's result are then written in ONE transaction,
+   with the run row locked. If the run was cancelled or failed meanwhile,
+   nothing is written and the step's ``compensate`` undoes its outside effect.
+
+A body raises ``NotYet`` to be re-checked later (a wait: the task is retried
+with a countdown, never sleeping in a worker), ``StepFailed`` to give up, or
+one of its retry policy's exceptions to be retried with backoff. When a run
+gives up, the workflow's cleanup runs in its own task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from arbitrage.errors import DomainError
+from workloads.models import (
+    RunStatus,
+    StepStatus,
+    WorkflowRun,
+    WorkflowStep,
+    Workload,
+    WorkloadEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# --- what a step body can raise --------------------------------------------------
+
+
+class NotYet(Exception):
+    """The awaited condition does not hold yet: check again after the poll interval."""
+
+
+class StepFailed(Exception):
+    """Give up the run with this message (the workload's failure reason)."""
+
+
+class _RunStopped(Exception):
+    """The run was cancelled or failed while this step was running."""
+
+
+# --- definitions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry the named exceptions ``limit`` times after the first attempt."""
+
+    limit: int
+    delay_seconds: float
+    exponential: bool = False
+    retry_on: tuple[type[BaseException], ...] = ()
+
+    def countdown(self, attempt: int) -> float:
+        factor = 2 ** (attempt - 1) if self.exponential else 1
+        return scaled(self.delay_seconds * factor)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """A wait: re-check every ``every_seconds``, at most ``max_checks`` times."""
+
+    every_seconds: float = 5
+    max_checks: int = 60
+    timeout_message: str = "Timeout"
+
+
+# Database hiccups (a lock timeout, a dropped connection) are retried for every step.
+DATABASE_RETRY = RetryPolicy(limit=5, delay_seconds=2, exponential=True, retry_on=(DatabaseError,))
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    body: Callable[[StepContext], Any]
+    retry: RetryPolicy | None = None
+    poll: Poll | None = None
+    compensate: Callable[[StepContext, Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    kind: str
+    steps: tuple[Step, ...]
+    # Runs (in its own task) after the run gave up; must be idempotent.
+    cleanup: Callable[[WorkflowRun], None] | None = None
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"{self.kind} has no step {name!r}")
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return tuple(step.name for step in self.steps)
+
+
+WORKFLOWS: dict[str, Workflow] = {}
+
+
+def register(workflow: Workflow) -> Workflow:
+    WORKFLOWS[workflow.kind] = workflow
+    return workflow
+
+
+def scaled(seconds: float) -> float:
+    """Every workflow delay times ``WORKFLOW_TIME_SCALE`` (1 in production)."""
+    return seconds * settings.WORKFLOW_TIME_SCALE
+
+
+@dataclass
+class StepContext:
+    run: WorkflowRun
+    workload: Workload
+    step: WorkflowStep
+    effects: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def attempt(self) -> int:
+        return self.step.attempts
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.run.payload
+
+    def result_of(self, step_name: str) -> Any:
+        return WorkflowStep.objects.values_list("result", flat=True).get(run=self.run, name=step_name)
+
+    def on_commit_effects(self, effect: Callable[[], None]) -> None:
+        """Run ``effect`` in the transaction that records this step's result."""
+        self.effects.append(effect)
+
+
+# --- outcomes the Celery task acts on ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Any
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    countdown: float
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str
+
+
+Outcome = Done | RetryLater | Stop
+
+
+# --- starting and resuming runs ----------------------------------------------------------
+
+
+def workflow_run_create(*, kind: str, workload: Workload, payload: dict[str, Any] | None = None) -> WorkflowRun:
+    """Create a run and its step rows, and enqueue its chain when the transaction commits."""
+    workflow = WORKFLOWS[kind]
+    run = WorkflowRun.objects.create(kind=kind, workload=workload, payload=payload or {})
+    WorkflowStep.objects.bulk_create(
+        WorkflowStep(run=run, name=name, position=position) for position, name in enumerate(workflow.step_names, 1)
+    )
+    transaction.on_commit(lambda: _enqueue_chain(run.id, workflow.step_names, run.chain_generation))
+    return run
+
+
+def _enqueue_chain(run_id: UUID, step_names: tuple[str, ...], generation: int) -> None:
+    from celery import chain
+
+    from workloads.tasks import workflow_step
+
+    if step_names:
+        chain(*(workflow_step.si(str(run_id), name, generation) for name in step_names)).apply_async()
+
+
+def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUID]:
+    """Re-enqueue the chains of running runs no task has touched for ``stalled_for``.
+
+    A chain is lost when a worker dies holding its message, or the broker
+    restarts without it. The new chain starts at the first unfinished step;
+    tasks of the old chain see the bumped generation and stop.
+    """
+    if stalled_for is None:
+        stalled_for = timedelta(seconds=scaled(settings.WORKFLOW_STALL_SECONDS))
+    cutoff = timezone.now() - stalled_for
+    resumed = []
+    for run_id in WorkflowRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lte=cutoff).values_list(
+        "id", flat=True
+    ):
+        with transaction.atomic():
+            run = WorkflowRun.objects.select_for_update().get(id=run_id)
+            if run.status != RunStatus.RUNNING or run.heartbeat_at > cutoff:
+                continue
+            run.chain_generation += 1
+            run.heartbeat_at = timezone.now()
+            run.save(update_fields=["chain_generation", "heartbeat_at"])
+            remaining = tuple(
+                run.steps.exclude(status=StepStatus.SUCCEEDED).order_by("position").values_list("name", flat=True)
+            )
+            WorkloadEvent.objects.create(
+                workload_id=run.workload_id,
+                kind=WorkloadEvent.Kind.INFO,
+                name="workflow-resumed",
+                message=f"{run.kind} run resumed at {remaining[0] if remaining else 'its end'}",
+                detail={"run_id": str(run.id), "generation": run.chain_generation},
+            )
+            if not remaining:
+                _finish_run(run)
+            generation = run.chain_generation
+            transaction.on_commit(lambda r=run.id, n=remaining, g=generation: _enqueue_chain(r, n, g))
+        resumed.append(run_id)
+    return resumed
+
+
+def workflow_run_cancel(*, workload_id: UUID | str, kind: str, reason: str) -> list[UUID]:
+    """Cancel a workload's running runs of ``kind``; call inside the caller's transaction."""
+    cancelled = list(
+        WorkflowRun.objects.select_for_update()
+        .filter(workload_id=workload_id, kind=kind, status=RunStatus.RUNNING)
+        .values_list("id", flat=True)
+    )
+    WorkflowRun.objects.filter(id__in=cancelled).update(
+        status=RunStatus.CANCELLED, error=reason, finished_at=timezone.now()
+    )
+    return cancelled
+
+
+# --- executing one step ------------------------------------------------------------
+
+
+def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Outcome:
+    run = WorkflowRun.objects.select_related("workload").filter(id=run_id).first()
+    if run is None:
+        return Stop("no such run")
+    if run.chain_generation != generation:
+        return Stop("superseded by a resumed chain")
+    if run.status != RunStatus.RUNNING:
+        return Stop(f"run is {run.status}")
+    definition = WORKFLOWS[run.kind].step(step_name)
+    step = WorkflowStep.objects.get(run=run, name=step_name)
+    if step.status == StepStatus.SUCCEEDED:
+        return Done(step.result)
+
+    now = timezone.now()
+    WorkflowStep.objects.filter(pk=step.pk).update(
+        status=StepStatus.RUNNING, attempts=F("attempts") + 1, started_at=step.started_at or now
+    )
+    WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
+    step.refresh_from_db()
+    ctx = StepContext(run=run, workload=run.workload, step=step)
+
+    try:
+        result = definition.body(ctx)
+        return _record_success(ctx, definition, result)
+    except NotYet as waiting:
+        poll = definition.poll or Poll()
+        if step.attempts >= poll.max_checks:
+            return _give_up(run, step_name, f"{poll.timeout_message} ({waiting})")
+        WorkflowStep.objects.filter(pk=step.pk).update(error=str(waiting))
+        return RetryLater(scaled(poll.every_seconds))
+    except StepFailed as failure:
+        return _give_up(run, step_name, str(failure))
+    except DomainError as refused:
+        # e.g. a transition refused because the workload moved on meanwhile.
+        return _give_up(run, step_name, refused.message)
+    except Exception as error:
+        for policy in (definition.retry, DATABASE_RETRY):
+            if policy is not None and isinstance(error, policy.retry_on):
+                if step.attempts <= policy.limit:
+                    WorkflowStep.objects.filter(pk=step.pk).update(error=f"{type(error).__name__}: {error}")
+                    return RetryLater(policy.countdown(step.attempts))
+                return _give_up(run, step_name, f"{error} (after {step.attempts} attempts)")
+        logger.exception("step %s of run %s failed unexpectedly", step_name, run.id)
+        return _give_up(run, step_name, f"internal error in {step_name}: {type(error).__name__}: {error}")
+
+
+def _record_success(ctx: StepContext, definition: Step, result: Any) -> Outcome:
+    try:
+        with transaction.atomic():
+            run = WorkflowRun.objects.select_for_update().get(pk=ctx.run.pk)
+            if run.status != RunStatus.RUNNING:
+                raise _RunStopped
+            step = WorkflowStep.objects.select_for_update().get(pk=ctx.step.pk)
+            if step.status == StepStatus.SUCCEEDED:
+                return Done(step.result)  # a duplicate chain recorded it first
+            for effect in ctx.effects:
+                effect()
+            finished = timezone.now()
+            step.status = StepStatus.SUCCEEDED
+            step.result = result
+            step.error = ""
+            step.finished_at = finished
+            step.save(update_fields=["status", "result", "error", "finished_at"])
+            WorkloadEvent.objects.create(
+                workload_id=run.workload_id,
+                kind=WorkloadEvent.Kind.STEP,
+                name=step.name,
+                message=f"{run.kind}: {step.name} done",
+                detail={
+                    "run_id": str(run.id),
+                    "attempts": step.attempts,
+                    "seconds": round((finished - step.started_at).total_seconds(), 3),
+                },
+            )
+            run.heartbeat_at = finished
+            run.save(update_fields=["heartbeat_at"])
+            if not run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
+                _finish_run(run)
+    except _RunStopped:
+        if definition.compensate is not None:
+            definition.compensate(ctx, result)
+        return Stop("run stopped while the step ran")
+    return Done(result)
+
+
+def _finish_run(run: WorkflowRun) -> None:
+    run.status = RunStatus.SUCCEEDED
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "finished_at"])
+
+
+def _give_up(run: WorkflowRun, step_name: str, error: str) -> Stop:
+    """Fail the run at ``step_name`` and schedule the workflow's cleanup."""
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            return Stop(f"run is {locked.status}")
+        now = timezone.now()
+        locked.status = RunStatus.FAILED
+        locked.failed_step = step_name
+        locked.error = error
+        locked.finished_at = now
+        locked.save(update_fields=["status", "failed_step", "error", "finished_at"])
+        WorkflowStep.objects.filter(run=locked, name=step_name).update(
+            status=StepStatus.FAILED, error=error, finished_at=now
+        )
+        WorkloadEvent.objects.create(
+            workload_id=locked.workload_id,
+            kind=WorkloadEvent.Kind.STEP,
+            name=step_name,
+            message=f"{locked.kind}: {step_name} gave up: {error}",
+            detail={"run_id": str(locked.id), "failed": True},
+        )
+        if WORKFLOWS[locked.kind].cleanup is not None:
+            transaction.on_commit(lambda: _enqueue_cleanup(locked.id))
+    logger.warning("%s run %s gave up at %s: %s", run.kind, run.id, step_name, error)
+    return Stop(error)
+
+
+def _enqueue_cleanup(run_id: UUID) -> None:
+    from workloads.tasks import workflow_cleanup
+
+    workflow_cleanup.delay(str(run_id))
+
+
+def workflow_cleanup_execute(*, run_id: UUID | str) -> None:
+    run = WorkflowRun.objects.select_related("workload").get(id=run_id)
+    cleanup = WORKFLOWS[run.kind].cleanup
+    if cleanup is not None:
+        cleanup(run)

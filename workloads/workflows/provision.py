@@ -1,0 +1,418 @@
+"""The provisioning workflow: the source's ten steps, in its order.
+
+validate-quotas, find-placement, update-status-provisioning,
+provision-cloud-resources, wait-for-instance, wait-for-workload-ready,
+register-routing, initialize-storage, start-health-monitoring, notify-customer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+from placement.errors import NoPlacement
+from placement.selectors import Candidate, placement_candidates
+from placement.services import pool_block
+
+from placement.clouds.base import (
+    MANAGED_BY_TAG,
+    MANAGED_BY_VALUE,
+    NEXT_CANDIDATE_ERRORS,
+    InstanceNotFound,
+    InstanceRequest,
+    InstanceState,
+    PermanentCloudError,
+    TransientCloudError,
+    get_cloud,
+)
+from workloads import notifications, routing
+from workloads.models import (
+    Customer,
+    HealthMonitor,
+    InstanceStatus,
+    NotificationType,
+    WorkflowKind,
+    WorkflowRun,
+    Workload,
+    WorkloadInstance,
+    WorkloadRouting,
+    WorkloadStatus,
+)
+from workloads.services import workload_instances_release, workload_transition_locked
+from workloads.workflows.engine import (
+    NotYet,
+    Poll,
+    RetryPolicy,
+    Step,
+    StepContext,
+    StepFailed,
+    Workflow,
+    register,
+)
+
+S = WorkloadStatus
+# States that hold (or are about to hold) capacity against the customer's quota.
+CAPACITY_HOLDING = (S.PROVISIONING, S.RUNNING, S.STOPPING, S.INTERRUPTED, S.UNHEALTHY)
+MAX_PRICE_BUFFER = Decimal("1.1")
+CANDIDATES_TRIED = 5
+HEALTH_TIMEOUT_SECONDS = 3
+
+
+# 1 ---------------------------------------------------------------------------------
+
+
+def validate_quotas(ctx: StepContext) -> dict[str, Any]:
+    """Reserve one of the customer's concurrent-workload slots, under a lock on the customer.
+
+    Counting only RUNNING workloads (as the source does) lets parallel
+    provisions overshoot; this counts every workload that holds or is about
+    to hold capacity, including PENDING ones that already passed this step.
+    """
+    outcome: dict[str, Any] = {}
+
+    def reserve() -> None:
+        customer = Customer.objects.select_for_update().get(id=ctx.workload.customer_id)
+        held = (
+            Workload.objects.filter(customer=customer)
+            .exclude(id=ctx.workload.id)
+            .filter(Q(status__in=CAPACITY_HOLDING) | Q(status=S.PENDING, capacity_reserved_at__isnull=False))
+            .count()
+        )
+        if held >= customer.max_concurrent_workloads:
+            raise StepFailed(f"Quota exceeded: max {customer.max_concurrent_workloads} concurrent workloads")
+        Workload.objects.filter(id=ctx.workload.id).update(capacity_reserved_at=timezone.now())
+        outcome.update(active=held, limit=customer.max_concurrent_workloads)
+
+    ctx.on_commit_effects(reserve)
+    return outcome
+
+
+# 2 ---------------------------------------------------------------------------------
+
+
+def find_placement(ctx: StepContext) -> dict[str, Any]:
+    excluded = [tuple(pool) for pool in ctx.payload.get("exclude_pools", [])]
+    try:
+        candidates = placement_candidates(
+            requirements=ctx.workload.requirements, limit=CANDIDATES_TRIED, exclude_pools=excluded
+        )
+    except NoPlacement as none:
+        raise StepFailed(f"No placement: {none.message}") from None
+    return {"candidates": [candidate.as_dict() for candidate in candidates]}
+
+
+# 3 ---------------------------------------------------------------------------------
+
+
+def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
+    def move() -> None:
+        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        if workload.status == S.PENDING:
+            workload_transition_locked(workload, "place", message="Placement found.", started_at=timezone.now())
+
+    ctx.on_commit_effects(move)
+    return {"status": S.PROVISIONING}
+
+
+# 4 ---------------------------------------------------------------------------------
+
+
+def _idempotency_token(run: WorkflowRun, candidate: Candidate) -> str:
+    """Same run + same pool → same token: a retried create finds its instance."""
+    pool = f"{candidate.provider}/{candidate.region}/{candidate.availability_zone}/{candidate.instance_type}"
+    return "ca-" + hashlib.sha256(f"{run.id}:{pool}".encode()).hexdigest()[:32]
+
+
+def _instance_request(ctx: StepContext, candidate: Candidate) -> InstanceRequest:
+    workload, config = ctx.workload, ctx.workload.config
+    max_price = (candidate.spot_price * MAX_PRICE_BUFFER).quantize(Decimal("0.000001"), ROUND_HALF_UP)
+    return InstanceRequest(
+        idempotency_token=_idempotency_token(ctx.run, candidate),
+        region=candidate.region,
+        availability_zone=candidate.availability_zone,
+        instance_type=candidate.instance_type,
+        max_price_per_hour=max_price,
+        tags={
+            "workload-id": str(workload.id),
+            "customer-id": str(workload.customer_id),
+            MANAGED_BY_TAG: MANAGED_BY_VALUE,
+        },
+        image_id=config.get("image_id", ""),
+        command=tuple(config.get("command", ())),
+        env=dict(config.get("env", {})),
+        health_check_port=config.get("health_check_port", 8080),
+    )
+
+
+def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
+    """Create the spot instance on the best candidate that has capacity.
+
+    "No capacity", "quota exceeded" and "price too low" block that pool for a
+    cool-down and move on to the next candidate; transient errors are retried
+    by the step's policy; permanent ones fail the workload.
+    """
+    candidates = [Candidate.from_dict(item) for item in ctx.result_of("find-placement")["candidates"]]
+    skipped: list[dict[str, str]] = []
+    for candidate in candidates:
+        cloud = get_cloud(candidate.provider)
+        try:
+            info = cloud.create_spot_instance(_instance_request(ctx, candidate))
+        except NEXT_CANDIDATE_ERRORS as refused:
+            pool_block(
+                provider=candidate.provider,
+                region=candidate.region,
+                availability_zone=candidate.availability_zone,
+                instance_type=candidate.instance_type,
+                reason=f"{type(refused).__name__}: {refused.message}",
+            )
+            skipped.append({"pool": _pool_name(candidate), "error": refused.message})
+            continue
+        except PermanentCloudError as error:
+            raise StepFailed(f"{candidate.provider} refused the instance: {error.message}") from None
+
+        def record(candidate=candidate, info=info) -> None:
+            WorkloadInstance.objects.get_or_create(
+                workload_id=ctx.workload.id,
+                provider=candidate.provider,
+                instance_id=info.instance_id,
+                defaults={
+                    "region": candidate.region,
+                    "availability_zone": candidate.availability_zone,
+                    "instance_type": candidate.instance_type,
+                    "spot_price": candidate.spot_price,
+                    "on_demand_price": candidate.on_demand_price,
+                    "status": InstanceStatus.PENDING,
+                },
+            )
+
+        ctx.on_commit_effects(record)
+        return {
+            "instance_id": info.instance_id,
+            "provider": candidate.provider,
+            "region": candidate.region,
+            "placement": candidate.as_dict(),
+            "skipped": skipped,
+        }
+    tried = "; ".join(f"{item['pool']}: {item['error']}" for item in skipped) or "no candidates"
+    raise StepFailed(f"No capacity in any candidate pool ({tried})")
+
+
+def _undo_create(ctx: StepContext, result: dict[str, Any] | None) -> None:
+    """The run was cancelled while the create was in flight: don't leave the instance behind."""
+    if result:
+        get_cloud(result["provider"]).terminate_instance(result["instance_id"], result["region"])
+
+
+def _pool_name(candidate: Candidate) -> str:
+    return f"{candidate.provider}/{candidate.region}/{candidate.availability_zone}/{candidate.instance_type}"
+
+
+# 5 ---------------------------------------------------------------------------------
+
+
+def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
+    created = ctx.result_of("provision-cloud-resources")
+    try:
+        info = get_cloud(created["provider"]).get_instance_status(created["instance_id"], created["region"])
+    except TransientCloudError as error:
+        raise NotYet(f"status unavailable: {error.message}") from None
+    except InstanceNotFound:
+        raise StepFailed("Instance failed to start: it no longer exists") from None
+    if info.state == InstanceState.RUNNING:
+        port = ctx.workload.config.get("health_check_port", 8080)
+        return {"public_ip": info.public_ip, "address": info.address(port)}
+    if info.state in (InstanceState.TERMINATED, InstanceState.FAILED, InstanceState.PREEMPTED):
+        reason = f" ({info.state_reason})" if info.state_reason else ""
+        raise StepFailed(f"Instance failed to start: {info.state}{reason}")
+    raise NotYet(f"instance is {info.state}")
+
+
+# 6 ---------------------------------------------------------------------------------
+
+
+def wait_for_workload_ready(ctx: StepContext) -> dict[str, Any]:
+    address = ctx.result_of("wait-for-instance")["address"]
+    url = f"http://{address}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
+            return {"health_url": url, "status": response.status}
+    except urllib.error.HTTPError as error:
+        raise NotYet(f"GET {url} answered {error.code}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise NotYet(f"GET {url} failed: {getattr(error, 'reason', error)}") from None
+
+
+# 7 ---------------------------------------------------------------------------------
+
+
+def register_routing(ctx: StepContext) -> dict[str, Any]:
+    created = ctx.result_of("provision-cloud-resources")
+    ready = ctx.result_of("wait-for-instance")
+    workload_id = ctx.workload.id
+
+    def register() -> None:
+        WorkloadRouting.objects.update_or_create(
+            workload_id=workload_id,
+            defaults={
+                "endpoint": ready["address"],
+                "provider": created["provider"],
+                "region": created["region"],
+                "instance_id": created["instance_id"],
+            },
+        )
+        WorkloadInstance.objects.filter(workload_id=workload_id, instance_id=created["instance_id"]).update(
+            status=InstanceStatus.RUNNING, public_ip=ready["public_ip"]
+        )
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        workload_transition_locked(workload, "mark_ready", message=f"Running at {ready['address']}.")
+        address = ready["address"]
+        from django.db import transaction
+
+        transaction.on_commit(lambda: routing.kv_set_endpoint(workload_id=workload_id, endpoint=address))
+
+    ctx.on_commit_effects(register)
+    return {"endpoint": ready["address"], "status": S.RUNNING}
+
+
+# 8 ---------------------------------------------------------------------------------
+
+
+def initialize_storage(ctx: StepContext) -> dict[str, Any]:
+    from storage.services import storage_initialize
+
+    storage = ctx.workload.config.get("storage") or {}
+    if not storage.get("enabled"):
+        return {"enabled": False}
+    quota_bytes = int(storage.get("quota_gb", 10)) * 1024**3
+    retention_days = int(storage.get("retention_days", 30))
+    ctx.on_commit_effects(
+        lambda: storage_initialize(workload_id=ctx.workload.id, quota_bytes=quota_bytes, retention_days=retention_days)
+    )
+    return {"enabled": True, "quota_bytes": quota_bytes, "retention_days": retention_days}
+
+
+# 9 ---------------------------------------------------------------------------------
+
+
+def start_health_monitoring(ctx: StepContext) -> dict[str, Any]:
+    created = ctx.result_of("provision-cloud-resources")
+    ready = ctx.result_of("wait-for-instance")
+    port = ctx.workload.config.get("health_check_port", 8080)
+    ctx.on_commit_effects(
+        lambda: HealthMonitor.objects.update_or_create(
+            workload_id=ctx.workload.id,
+            defaults={
+                "active": True,
+                "instance_id": created["instance_id"],
+                "provider": created["provider"],
+                "region": created["region"],
+                "endpoint": ready["address"],
+                "health_check_port": port,
+                "consecutive_failures": 0,
+                "stopped_at": None,
+            },
+        )
+    )
+    return {"endpoint": ready["address"]}
+
+
+# 10 --------------------------------------------------------------------------------
+
+
+def notify_customer(ctx: StepContext) -> dict[str, Any]:
+    placement = ctx.result_of("provision-cloud-resources")["placement"]
+    payload = {
+        "type": NotificationType.WORKLOAD_READY,
+        "customerId": str(ctx.workload.customer_id),
+        "workloadId": str(ctx.workload.id),
+        "endpoint": ctx.workload.endpoint,
+        "provider": placement["provider"],
+        "region": placement["region"],
+        "instanceType": placement["instance_type"],
+        "estimatedCostPerHour": placement["spot_price"],
+    }
+    ctx.on_commit_effects(
+        lambda: notifications.notification_create(
+            workload=ctx.workload,
+            type=NotificationType.WORKLOAD_READY,
+            payload=payload,
+            dedupe_key=str(ctx.run.id),
+        )
+    )
+    return payload
+
+
+# when a run gives up -----------------------------------------------------------------
+
+
+def provision_cleanup(run: WorkflowRun) -> None:
+    """Nothing left running and billed: terminate what the run made, drop routing, fail the workload."""
+    workload_instances_release(workload_id=run.workload_id, reason=f"provisioning gave up: {run.error}")
+    from django.db import transaction
+
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=run.workload_id)
+        transition = {S.PENDING: "reject", S.PROVISIONING: "fail_provisioning"}.get(workload.status)
+        if transition is None:
+            return  # cancelled or otherwise moved on: its own workflow finishes it
+        workload_transition_locked(
+            workload,
+            transition,
+            message=run.error,
+            detail={"run_id": str(run.id), "failed_step": run.failed_step},
+            failure_reason=run.error,
+        )
+        notifications.notification_create(
+            workload=workload,
+            type=NotificationType.WORKLOAD_FAILED,
+            payload={
+                "type": NotificationType.WORKLOAD_FAILED,
+                "customerId": str(workload.customer_id),
+                "workloadId": str(workload.id),
+                "failedStep": run.failed_step,
+                "reason": run.error,
+            },
+            dedupe_key=str(run.id),
+        )
+
+
+def _wait(message: str) -> Poll:
+    return Poll(every_seconds=5, max_checks=60, timeout_message=message)
+
+
+PROVISION = register(
+    Workflow(
+        kind=WorkflowKind.PROVISION,
+        steps=(
+            Step("validate-quotas", validate_quotas),
+            Step("find-placement", find_placement),
+            Step("update-status-provisioning", update_status_provisioning),
+            Step(
+                "provision-cloud-resources",
+                provision_cloud_resources,
+                retry=RetryPolicy(limit=3, delay_seconds=10, exponential=True, retry_on=(TransientCloudError,)),
+                compensate=_undo_create,
+            ),
+            Step(
+                "wait-for-instance",
+                wait_for_instance,
+                poll=_wait("Timeout waiting for instance to start"),
+            ),
+            Step(
+                "wait-for-workload-ready",
+                wait_for_workload_ready,
+                poll=_wait("Timeout waiting for workload health check"),
+            ),
+            Step("register-routing", register_routing),
+            Step("initialize-storage", initialize_storage),
+            Step("start-health-monitoring", start_health_monitoring),
+            Step("notify-customer", notify_customer),
+        ),
+        cleanup=provision_cleanup,
+    )
+)
