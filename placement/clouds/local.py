@@ -129,6 +129,16 @@ def _locked() -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+@contextlib.contextmanager
+def _token_locked(provider: str, token: str) -> Iterator[None]:
+    """Hold the lock of one idempotency token (per provider), across processes."""
+    locks = _root() / "locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{next(_candidate_ids(provider, token))}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def _load(instance_id: str) -> dict[str, Any] | None:
     # The id becomes a path: accept only ids this cloud makes.
     if not _INSTANCE_ID.match(instance_id):
@@ -408,9 +418,18 @@ def _slot(provider: str, token: str) -> tuple[str, dict[str, Any] | None]:
     raise AssertionError("unreachable: the candidate ids never end")
 
 
-def _free_port() -> int:
+def _reserve_port() -> int:
+    """A free loopback port, reserved (a file under ports/) until its instance is recorded. Call with the lock held."""
+    reserved_dir = _root() / "ports"
+    reserved_dir.mkdir(exist_ok=True)
+    port = _free_port(reserved={int(path.name) for path in reserved_dir.iterdir() if path.name.isdigit()})
+    (reserved_dir / str(port)).touch()
+    return port
+
+
+def _free_port(reserved: set[int] = frozenset()) -> int:
     """A loopback port free now and not promised to another live instance. Call with the lock held."""
-    promised = {
+    promised = reserved | {
         record["port"]
         for record in _records()
         if record["state"] in {InstanceState.PENDING, InstanceState.STOPPING} and _running(record)
@@ -433,25 +452,31 @@ class LocalCloud(base.CloudAdapter):
     def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
         if not request.idempotency_token:
             raise base.PermanentCloudError("an idempotency token is required", provider=self.provider)
-        with _locked():
-            instance_id, record = _slot(self.provider, request.idempotency_token)
-            if record is not None:
-                return _info(record)
-            faults = faults_get()
-            _apply_create_faults(self.provider, request, faults)
-            record = self._start(instance_id, request, faults)
+        # Creates of one token take turns; creates of different tokens launch in parallel,
+        # holding the machine-wide lock only to pick their id and port.
+        with _token_locked(self.provider, request.idempotency_token):
+            with _locked():
+                instance_id, record = _slot(self.provider, request.idempotency_token)
+                if record is not None:
+                    return _info(record)
+                faults = faults_get()
+                _apply_create_faults(self.provider, request, faults)
+                port = _reserve_port()
+            try:
+                record = self._start(instance_id, request, faults, port)
+            finally:
+                (_root() / "ports" / str(port)).unlink(missing_ok=True)
         logger.info("local cloud: %s instance %s on port %s", self.provider, instance_id, record["port"])
         if faults["create_delay_seconds"]:
             threading.Event().wait(faults["create_delay_seconds"])  # the injected slow answer
         # Like RunInstances: a new instance is reported pending, whatever has happened since.
         return dataclasses.replace(_info(record), state=InstanceState.PENDING, state_reason="")
 
-    def _start(self, instance_id: str, request: InstanceRequest, faults: dict[str, Any]) -> dict[str, Any]:
-        """Launch the instance and record it. Call with the lock held."""
+    def _start(self, instance_id: str, request: InstanceRequest, faults: dict[str, Any], port: int) -> dict[str, Any]:
+        """Launch the instance and record it. Call with the token's lock held."""
         argv = list(request.command) or [sys.executable, "-m", "workloads.agent"]
         launch = _read_json(_run_dir(instance_id) / "launch.json")
         if launch is None or not _alive(launch["pid"], launch["pid_start"]):
-            port = _free_port()
             launch = _launch(instance_id, argv, self._environment(instance_id, request, port, faults), port)
         # else: a create that launched this instance died before recording it; adopt the process.
         record = {

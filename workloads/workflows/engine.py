@@ -268,11 +268,12 @@ def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int
         return Done(step.result)
 
     now = timezone.now()
-    WorkflowStep.objects.filter(pk=step.pk).update(
-        status=StepStatus.RUNNING, attempts=F("attempts") + 1, started_at=step.started_at or now
-    )
-    WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
-    step.refresh_from_db()
+    with transaction.atomic():
+        WorkflowStep.objects.filter(pk=step.pk).update(
+            status=StepStatus.RUNNING, attempts=F("attempts") + 1, started_at=step.started_at or now
+        )
+        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
+    step.status, step.attempts, step.started_at = StepStatus.RUNNING, step.attempts + 1, step.started_at or now
     ctx = StepContext(run=run, workload=run.workload, step=step)
 
     try:
