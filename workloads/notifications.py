@@ -86,6 +86,7 @@ def notification_deliver(*, notification_id: UUID | str) -> Notification:
             _record_error(notification, f"HTTP {code}", code)
             raise WebhookDeliveryError(f"HTTP {code}") from None
         _record_error(notification, f"HTTP {code}: the receiver refused it", code, final=True)
+        notification.refresh_from_db()
         return notification
     except (urllib.error.URLError, OSError) as error:
         reason = str(getattr(error, "reason", error))
