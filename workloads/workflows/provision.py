@@ -15,9 +15,6 @@ from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
-from placement.errors import NoPlacement
-from placement.selectors import Candidate, placement_candidates
-from placement.services import pool_block
 
 from placement.clouds.base import (
     MANAGED_BY_TAG,
@@ -30,6 +27,9 @@ from placement.clouds.base import (
     TransientCloudError,
     get_cloud,
 )
+from placement.errors import NoPlacement
+from placement.selectors import Candidate, placement_candidates
+from placement.services import pool_block
 from workloads import notifications, routing
 from workloads.models import (
     Customer,
