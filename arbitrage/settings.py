@@ -277,6 +277,8 @@ CLOUD_BACKENDS = env_mapping(
 WORKLOAD_DOMAIN = env_str("WORKLOAD_DOMAIN", "localhost")
 if not WORKLOAD_DOMAIN or "/" in WORKLOAD_DOMAIN or " " in WORKLOAD_DOMAIN:
     raise ConfigError("WORKLOAD_DOMAIN", f"expected a DNS name, got {WORKLOAD_DOMAIN!r}")
+# Where a workload's instance reaches this API (its agent's checkpoints and reports).
+PUBLIC_API_URL = env_url("PUBLIC_API_URL", schemes={"http", "https"}, default="http://127.0.0.1:8000")
 # Multiplies every workflow delay (retry backoff, wait polls, stall detection).
 # 1 in production; a test run or a demo may shorten the clock.
 WORKFLOW_TIME_SCALE = env_float("WORKFLOW_TIME_SCALE", 1.0, minimum=0.001, maximum=100.0)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from workloads import agent_tokens
 from workloads.models import ApiKey, Customer
 from workloads.selectors import api_key_get_active
 from workloads.services import api_key_mark_used
+
+
+@dataclass(frozen=True)
+class WorkloadAgent:
+    """The authenticated caller is a workload's own instance (agent token): it may reach only that workload."""
+
+    workload_id: uuid.UUID
+    is_authenticated: bool = True
+    is_anonymous: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,26 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         api_key_mark_used(api_key=api_key)
         return ApiClient(customer=api_key.customer, api_key=api_key), api_key
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class AgentTokenAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer wat_...``: a workload's agent token. Views that accept it list it explicitly."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(agent_tokens.PREFIX):
+            return None  # not ours: let the API key authentication look at it
+        workload_id = agent_tokens.agent_token_workload_id(token)
+        if workload_id is None:
+            raise exceptions.AuthenticationFailed("Invalid agent token.")
+        return WorkloadAgent(workload_id=workload_id), token
 
     def authenticate_header(self, request) -> str:
         return self.keyword

@@ -13,6 +13,7 @@ import urllib.request
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +32,7 @@ from placement.errors import NoPlacement
 from placement.selectors import Candidate, placement_candidates
 from placement.services import pool_block
 from workloads import notifications, routing
+from workloads.agent_tokens import agent_token_for
 from workloads.models import (
     Customer,
     HealthMonitor,
@@ -144,7 +146,12 @@ def _instance_request(ctx: StepContext, candidate: Candidate) -> InstanceRequest
         },
         image_id=config.get("image_id", ""),
         command=tuple(config.get("command", ())),
-        env=dict(config.get("env", {})),
+        env={
+            **config.get("env", {}),
+            # How the workload's own agent reaches the API (checkpoints, interruption reports).
+            "ARBITRAGE_API_URL": settings.PUBLIC_API_URL,
+            "WORKLOAD_AGENT_TOKEN": agent_token_for(workload.id),
+        },
         health_check_port=config.get("health_check_port", 8080),
     )
 
