@@ -1,8 +1,13 @@
-"""Per-workload agent tokens: what a workload's own instance uses to call the API.
+"""Per-workload tokens, derived rather than stored.
 
-A token is ``wat_<workload id>_<HMAC-SHA256(SECRET_KEY, workload id)>``: it can
-be derived again for every instance the workload ever gets (migrations
-included) without storing it, and it grants access to that one workload only.
+* agent token ``wat_<workload id>_<hmac>``: what a workload's own instance uses
+  to call the API (checkpoints, interruption reports);
+* access token ``wac_<workload id>_<hmac>``: what a client presents to reach a
+  private workload's endpoint through the gateway.
+
+Each is HMAC-SHA256(SECRET_KEY, purpose + workload id), so it can be derived
+again for every instance the workload ever gets (migrations included) and it
+grants access to that one workload only.
 """
 
 from __future__ import annotations
@@ -14,25 +19,44 @@ import uuid
 from django.conf import settings
 
 PREFIX = "wat_"
+ACCESS_PREFIX = "wac_"
 
 
 def agent_token_for(workload_id: uuid.UUID | str) -> str:
-    return f"{PREFIX}{workload_id}_{_signature(str(workload_id))}"
+    return _token(PREFIX, workload_id)
 
 
 def agent_token_workload_id(token: str) -> uuid.UUID | None:
-    """The workload a token belongs to, or None if it is not a valid agent token."""
-    if not token.startswith(PREFIX):
+    """The workload an agent token belongs to, or None if it is not a valid one."""
+    return _workload_of(PREFIX, token)
+
+
+def access_token_for(workload_id: uuid.UUID | str) -> str:
+    return _token(ACCESS_PREFIX, workload_id)
+
+
+def access_token_workload_id(token: str) -> uuid.UUID | None:
+    """The workload an endpoint access token belongs to, or None if it is not a valid one."""
+    return _workload_of(ACCESS_PREFIX, token)
+
+
+def _token(prefix: str, workload_id: uuid.UUID | str) -> str:
+    return f"{prefix}{workload_id}_{_signature(prefix, str(workload_id))}"
+
+
+def _workload_of(prefix: str, token: str) -> uuid.UUID | None:
+    if not token.startswith(prefix):
         return None
-    workload_part, _, signature = token[len(PREFIX) :].rpartition("_")
+    workload_part, _, signature = token[len(prefix) :].rpartition("_")
     try:
         workload_id = uuid.UUID(workload_part)
     except ValueError:
         return None
-    if not hmac.compare_digest(signature, _signature(str(workload_id))):
+    if not hmac.compare_digest(signature, _signature(prefix, str(workload_id))):
         return None
     return workload_id
 
 
-def _signature(workload_id: str) -> str:
-    return hmac.new(settings.SECRET_KEY.encode(), f"agent-token:{workload_id}".encode(), hashlib.sha256).hexdigest()
+def _signature(prefix: str, workload_id: str) -> str:
+    message = f"{prefix}{workload_id}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()

@@ -81,6 +81,7 @@ def test_create_stores_a_pending_workload_with_defaults_filled(api, customer):
     }
     assert body["config"] == {
         "health_check_port": 8080,
+        "access": "public",
         "storage": {"enabled": False, "quota_gb": 10, "retention_days": 30},
     }
     assert response["Location"] == f"/api/v1/workloads/{body['id']}"

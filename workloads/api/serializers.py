@@ -13,6 +13,7 @@ from arbitrage.api.fields import (
     StrictSerializer,
 )
 from placement.requirements import RequirementsSerializer
+from workloads.agent_tokens import access_token_for
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
 
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -34,6 +35,8 @@ class ConfigSerializer(StrictSerializer):
     )
     env = serializers.DictField(child=StrictCharField(max_length=4096, allow_blank=True), required=False)
     health_check_port = StrictIntegerField(min_value=1, max_value=65535, default=8080)
+    # "private": the gateway admits only the customer's API key or the workload's access token.
+    access = serializers.ChoiceField(choices=("public", "private"), default="public")
     storage = StorageSettingsSerializer(required=False)
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
@@ -125,7 +128,15 @@ class WorkloadSerializer(serializers.ModelSerializer):
 class WorkloadDetailSerializer(WorkloadSerializer):
     instances = WorkloadInstanceSerializer(many=True, read_only=True)
     events = WorkloadEventSerializer(many=True, read_only=True)
+    access_token = serializers.SerializerMethodField(
+        help_text="For a private workload: the token that reaches its endpoint through the gateway."
+    )
 
     class Meta(WorkloadSerializer.Meta):
-        fields = [*WorkloadSerializer.Meta.fields, "instances", "events"]
+        fields = [*WorkloadSerializer.Meta.fields, "access_token", "instances", "events"]
         read_only_fields = fields
+
+    def get_access_token(self, workload) -> str | None:
+        if workload.config.get("access") != "private":
+            return None
+        return access_token_for(workload.id)
