@@ -170,7 +170,35 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
 # --- Storage ------------------------------------------------------------------
+# Workload object storage (DESIGN.md §9). With STORAGE_BUCKET set: any S3 API
+# (AWS S3, Cloudflare R2, MinIO) by configuration alone; else the local
+# filesystem under VAR_DIR/media with Django-signed URLs served by this app.
 STORAGE_BUCKET = env_str("STORAGE_BUCKET")
+STORAGE_ENDPOINT_URL = env_url("STORAGE_ENDPOINT_URL", schemes={"http", "https"}) or None
+STORAGE_REGION = env_str("STORAGE_REGION") or None
+STORAGE_ACCESS_KEY_ID = env_str("STORAGE_ACCESS_KEY_ID") or None
+STORAGE_SECRET_ACCESS_KEY = env_str("STORAGE_SECRET_ACCESS_KEY") or None
+# "path" for MinIO and most self-hosted S3 APIs, "virtual" for AWS, "auto" lets botocore choose.
+STORAGE_ADDRESSING_STYLE = env_str("STORAGE_ADDRESSING_STYLE", "auto").lower()
+if STORAGE_ADDRESSING_STYLE not in {"auto", "path", "virtual"}:
+    raise ConfigError("STORAGE_ADDRESSING_STYLE", f"expected auto, path or virtual, got {STORAGE_ADDRESSING_STYLE!r}")
+# Presigned POST (with a content-length range capped at the remaining quota); off for
+# backends without POST Object (Cloudflare R2): presigned PUT is used instead.
+STORAGE_PRESIGNED_POST = env_bool("STORAGE_PRESIGNED_POST", True)
+# Signed URL lifetime: the default, and the most a caller may ask for (S3's own limit is 7 days).
+STORAGE_URL_EXPIRY_SECONDS = env_int("STORAGE_URL_EXPIRY_SECONDS", 3600, minimum=1, maximum=7 * 24 * 3600)
+STORAGE_URL_MAX_EXPIRY_SECONDS = env_int(
+    "STORAGE_URL_MAX_EXPIRY_SECONDS", 7 * 24 * 3600, minimum=STORAGE_URL_EXPIRY_SECONDS, maximum=7 * 24 * 3600
+)
+# Uploads declared larger than this go through S3 multipart upload, in parts of this size.
+STORAGE_MULTIPART_THRESHOLD_BYTES = env_int(
+    "STORAGE_MULTIPART_THRESHOLD_BYTES", 64 * 1024**2, minimum=5 * 1024**2, maximum=5 * 1024**4
+)
+STORAGE_MULTIPART_PART_BYTES = env_int(
+    "STORAGE_MULTIPART_PART_BYTES", 64 * 1024**2, minimum=5 * 1024**2, maximum=5 * 1024**3
+)
+# Expired objects deleted per DeleteObjects call (S3 takes at most 1000).
+STORAGE_EXPIRY_BATCH_SIZE = env_int("STORAGE_EXPIRY_BATCH_SIZE", 1000, minimum=1, maximum=1000)
 MEDIA_ROOT = VAR_DIR / "media"
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -180,10 +208,11 @@ if STORAGE_BUCKET:
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": STORAGE_BUCKET,
-            "endpoint_url": env_url("STORAGE_ENDPOINT_URL", schemes={"http", "https"}) or None,
-            "region_name": env_str("STORAGE_REGION") or None,
-            "access_key": env_str("STORAGE_ACCESS_KEY_ID") or None,
-            "secret_key": env_str("STORAGE_SECRET_ACCESS_KEY") or None,
+            "endpoint_url": STORAGE_ENDPOINT_URL,
+            "region_name": STORAGE_REGION,
+            "access_key": STORAGE_ACCESS_KEY_ID,
+            "secret_key": STORAGE_SECRET_ACCESS_KEY,
+            "addressing_style": None if STORAGE_ADDRESSING_STYLE == "auto" else STORAGE_ADDRESSING_STYLE,
             "default_acl": None,
             "file_overwrite": True,
         },
@@ -272,6 +301,22 @@ CLOUD_BACKENDS = env_mapping(
     values={"local", "aws", "gcp", "azure"},
 )
 
+# --- Gateway ------------------------------------------------------------------
+# The routing gateway (workloads.gateway): answers for `{id}.workloads.<WORKLOAD_DOMAIN>`
+# and `/w/{id}/...`, proxying to the workload's instance.
+# How long one request may wait for a migrating workload (INTERRUPTED/UNHEALTHY) to run again.
+GATEWAY_MIGRATION_WAIT_SECONDS = env_float("GATEWAY_MIGRATION_WAIT_SECONDS", 30.0, minimum=0, maximum=300)
+# The Retry-After value sent with 503 while a workload is not (yet) running.
+GATEWAY_RETRY_AFTER_SECONDS = env_int("GATEWAY_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600)
+# How long a gateway process reuses a route it read from the KV (0: read the KV on every request).
+GATEWAY_ROUTE_CACHE_SECONDS = env_float("GATEWAY_ROUTE_CACHE_SECONDS", 0.5, minimum=0, maximum=1)
+# Upstream timeouts: connecting, and each read/write of a proxied request.
+GATEWAY_CONNECT_TIMEOUT_SECONDS = env_float("GATEWAY_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.05, maximum=120)
+GATEWAY_UPSTREAM_TIMEOUT_SECONDS = env_float("GATEWAY_UPSTREAM_TIMEOUT_SECONDS", 60.0, minimum=0.05, maximum=3600)
+# Upstream connection pool of one gateway process.
+GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 512, minimum=1, maximum=100_000)
+GATEWAY_MAX_KEEPALIVE_CONNECTIONS = env_int("GATEWAY_MAX_KEEPALIVE_CONNECTIONS", 128, minimum=0, maximum=100_000)
+
 # --- Product ------------------------------------------------------------------
 # Endpoints are `{workload-id}.workloads.<WORKLOAD_DOMAIN>`.
 WORKLOAD_DOMAIN = env_str("WORKLOAD_DOMAIN", "localhost")
@@ -279,6 +324,14 @@ if not WORKLOAD_DOMAIN or "/" in WORKLOAD_DOMAIN or " " in WORKLOAD_DOMAIN:
     raise ConfigError("WORKLOAD_DOMAIN", f"expected a DNS name, got {WORKLOAD_DOMAIN!r}")
 # Where a workload's instance reaches this API (its agent's checkpoints and reports).
 PUBLIC_API_URL = env_url("PUBLIC_API_URL", schemes={"http", "https"}, default="http://127.0.0.1:8000")
+# Health sweep (beat): how often, how long one check may take, how many at once,
+# and after how many consecutive failures a workload is UNHEALTHY.
+HEALTH_SWEEP_SECONDS = env_int("HEALTH_SWEEP_SECONDS", 15, minimum=1, maximum=3600)
+HEALTH_CHECK_TIMEOUT_SECONDS = env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0, minimum=0.05, maximum=60)
+HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 500, minimum=1, maximum=10_000)
+HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, maximum=100)
+# A workload migrated this many times in 24 h is terminated instead on its next interruption.
+MIGRATION_LIMIT_PER_DAY = env_int("MIGRATION_LIMIT_PER_DAY", 5, minimum=0, maximum=1000)
 # Multiplies every workflow delay (retry backoff, wait polls, stall detection).
 # 1 in production; a test run or a demo may shorten the clock.
 WORKFLOW_TIME_SCALE = env_float("WORKFLOW_TIME_SCALE", 1.0, minimum=0.001, maximum=100.0)

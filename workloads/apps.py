@@ -7,4 +7,4 @@ class WorkloadsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the workflows with the engine, in every process (web and worker).
-        from workloads.workflows import provision, terminate  # noqa: F401
+        from workloads.workflows import migrate, provision, terminate  # noqa: F401

@@ -257,3 +257,113 @@ def workload_instances_release(*, workload_id: UUID | str, reason: str) -> list[
         for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=False):
             usage_record_create(instance=instance)
     return released
+
+
+# --- interruptions, health verdicts and recovery ---------------------------------------
+
+
+def workload_current_instance(*, workload_id: UUID | str) -> WorkloadInstance | None:
+    return (
+        WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=True)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str, Any] | None = None) -> bool:
+    """RUNNING → INTERRUPTED on the first interruption signal (``agent`` or ``cloud``); later ones are no-ops.
+
+    Blocks the instance's pool for the cool-down, tells the customer, and starts
+    the recovery: migration, or termination when the policy (or the migration
+    limit) says so. Returns whether this signal was the first.
+    """
+    from placement.services import pool_block
+    from workloads.notifications import notification_create
+
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        if workload.status != WorkloadStatus.RUNNING:
+            WorkloadEvent.objects.create(
+                workload=workload,
+                kind=WorkloadEvent.Kind.INFO,
+                name="interruption-signal",
+                message=f"Interruption signal from the {signal} side (already {workload.status}).",
+                detail={"signal": signal, **(detail or {})},
+            )
+            return False
+        instance = workload_current_instance(workload_id=workload.id)
+        workload_transition_locked(
+            workload,
+            "spot_interrupt",
+            message=f"Spot interruption: the {signal} signal came first.",
+            detail={"signal": signal, **(detail or {})},
+        )
+        if instance is not None:
+            pool_block(
+                provider=instance.provider,
+                region=instance.region,
+                availability_zone=instance.availability_zone,
+                instance_type=instance.instance_type,
+                reason=f"spot interruption of {instance.instance_id}",
+            )
+        notification_create(
+            workload=workload,
+            type="WORKLOAD_INTERRUPTED",
+            payload={
+                "type": "WORKLOAD_INTERRUPTED",
+                "customerId": str(workload.customer_id),
+                "workloadId": str(workload.id),
+                "signal": signal,
+                "provider": instance.provider if instance else None,
+                "region": instance.region if instance else None,
+            },
+            dedupe_key=str(instance.id) if instance else "",
+        )
+        _recovery_start(workload, instance=instance, reason=f"spot interruption ({signal})")
+    return True
+
+
+def workload_mark_unhealthy(*, workload_id: UUID | str, reason: str) -> bool:
+    """RUNNING → UNHEALTHY after failed health checks, then the recovery; False if it was not RUNNING."""
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        if workload.status != WorkloadStatus.RUNNING:
+            return False
+        instance = workload_current_instance(workload_id=workload.id)
+        workload_transition_locked(workload, "health_check_fail", message=reason)
+        _recovery_start(workload, instance=instance, reason=reason)
+    return True
+
+
+def _recovery_start(workload: Workload, *, instance: WorkloadInstance | None, reason: str) -> None:
+    """Migrate (policy ``migrate``, under the daily limit) or terminate; inside the caller's transaction."""
+    from django.conf import settings
+
+    from workloads.models import RecoveryPolicy, WorkflowRun
+
+    since = timezone.now() - timedelta(hours=24)
+    recent = WorkflowRun.objects.filter(workload=workload, kind=WorkflowKind.MIGRATE, created_at__gte=since).count()
+    if workload.recovery_policy == RecoveryPolicy.MIGRATE and recent < settings.MIGRATION_LIMIT_PER_DAY:
+        pools = []
+        if instance is not None:
+            pools.append([instance.provider, instance.region, instance.availability_zone, instance.instance_type])
+        payload = {"reason": reason, "exclude_pools": pools, "from_instance": str(instance.id) if instance else None}
+        workflow_run_create(kind=WorkflowKind.MIGRATE, workload=workload, payload=payload)
+        return
+    if workload.recovery_policy == RecoveryPolicy.MIGRATE:
+        reason = f"{reason}; migration limit of {settings.MIGRATION_LIMIT_PER_DAY} in 24 h reached"
+    workflow_run_create(kind=WorkflowKind.TERMINATE, workload=workload, payload={"reason": reason})
+
+
+def agent_interruption_report(*, workload_id: UUID | str, checkpoint: str | None, reason: str = "") -> Workload:
+    """The workload's agent saw the interruption notice (and saved its final checkpoint, if named)."""
+    if checkpoint:
+        WorkloadEvent.objects.create(
+            workload_id=workload_id,
+            kind=WorkloadEvent.Kind.INFO,
+            name="final-checkpoint",
+            message=f"The agent saved its final checkpoint {checkpoint}.",
+            detail={"checkpoint": checkpoint},
+        )
+    workload_interrupt(workload_id=workload_id, signal="agent", detail={"reason": reason} if reason else None)
+    return Workload.objects.get(id=workload_id)

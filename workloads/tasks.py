@@ -52,3 +52,10 @@ def notification_deliver(self, notification_id: str) -> None:
         # Exponential backoff: 2, 4, 8, ... seconds (scaled), capped at 10 minutes.
         countdown = min(engine.scaled(2 ** (self.request.retries + 1)), 600)
         raise self.retry(countdown=countdown) from None
+
+
+@shared_task(name="workloads.health_sweep", ignore_result=True)
+def health_sweep() -> dict:
+    from workloads.monitoring import health_sweep_run
+
+    return health_sweep_run().__dict__

@@ -6,6 +6,7 @@ Configuration comes from the environment, as a container's would:
 * ``INSTANCE_ID``, ``PROVIDER``, ``WORKLOAD_ID``: echoed back, so a caller can
   tell which instance answered.
 * ``AGENT_NEVER_HEALTHY=1``: ``/health`` always answers 503.
+* ``POST /_agent/unhealthy`` / ``POST /_agent/healthy``: start / stop failing ``/health``.
 * ``AGENT_DIE_AFTER_SECONDS=T``: exit with status 1 after T seconds (a crash).
 
 Any other variable is the customer's and is ignored here. SIGTERM (what a cloud
@@ -77,7 +78,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body_length = self._drain_body()
-        self._reply(HTTPStatus.OK, {**self.server.agent.describe(self.path), "body_length": body_length})
+        agent = self.server.agent
+        # The sample workload's own switch to fail (or pass) its health check from now on:
+        # how an operator or a test makes a live instance go unhealthy without killing it.
+        if self.path in ("/_agent/unhealthy", "/_agent/healthy"):
+            agent.never_healthy = self.path == "/_agent/unhealthy"
+            self._reply(HTTPStatus.OK, {"healthy": not agent.never_healthy})
+            return
+        self._reply(HTTPStatus.OK, {**agent.describe(self.path), "body_length": body_length})
 
     do_PUT = do_POST
 

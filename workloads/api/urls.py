@@ -1,9 +1,10 @@
 from django.urls import path
 
-from workloads.api import views
+from workloads.api import agent_views, views
 
 urlpatterns = [
     path("workloads", views.WorkloadListCreateView.as_view(), name="workload-list"),
     path("workloads/<uuid:workload_id>", views.WorkloadDetailView.as_view(), name="workload-detail"),
+    path("agent/interruption", agent_views.AgentInterruptionView.as_view(), name="agent-interruption"),
     path("workloads/<uuid:workload_id>/terminate", views.WorkloadTerminateView.as_view(), name="workload-terminate"),
 ]

@@ -1,0 +1,111 @@
+"""Spot interruptions and health verdicts, recovered by migration on a real worker."""
+
+import json
+import urllib.request
+
+import pytest
+from rest_framework.test import APIClient
+
+from billing.models import UsageRecord
+from tests.factories import WorkloadFactory, customer_with_key
+from tests.live import wait_until
+from tests.workloads.test_provision import api_for, get_json, reaches, run_succeeds, submit
+from workloads import routing
+from workloads.agent_tokens import agent_token_for
+from workloads.models import Notification, WorkloadEvent, WorkloadInstance, WorkloadRouting, WorkloadStatus
+from workloads.monitoring import health_sweep_run
+
+S = WorkloadStatus
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spot_interruption_migrates_the_workload_to_another_pool(catalog, worker, local_cloud_clean, settings):
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    _, key = customer_with_key()
+    workload = submit(api_for(key))
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
+    run_succeeds(workload, "provision")
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    local_cloud_clean.interrupt(first.instance_id)  # the cloud reclaims the instance
+    report = health_sweep_run()  # the cloud-side signal: the sweep finds it preempted
+
+    assert report.interrupted == 1
+    interrupted = WorkloadEvent.objects.get(workload=workload, name="spot_interrupt")
+    assert interrupted.detail["signal"] == "cloud"
+    run_succeeds(workload, "migrate")
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING
+
+    first.refresh_from_db()
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    assert first.terminated_at is not None and second.terminated_at is None
+    assert (first.provider, first.region, first.availability_zone, first.instance_type) != (
+        second.provider,
+        second.region,
+        second.availability_zone,
+        second.instance_type,
+    )
+    assert UsageRecord.objects.filter(instance=first).count() == 1
+    route = WorkloadRouting.objects.get(workload=workload)
+    assert route.instance_id == second.instance_id
+    assert routing.kv_get_endpoint(workload_id=workload.id) == route.endpoint
+    assert get_json(f"http://{route.endpoint}/")[1]["instance_id"] == second.instance_id
+    migrated = Notification.objects.get(workload=workload, type="WORKLOAD_MIGRATED")
+    assert migrated.payload["from"]["instanceType"] == first.instance_type
+    assert migrated.payload["to"]["instanceType"] == second.instance_type
+
+    # Terminating later bills the second segment too: one record per instance.
+    assert api_for(key).post(f"/api/v1/workloads/{workload.id}/terminate").status_code == 202
+    assert reaches(workload, S.TERMINATED) == S.TERMINATED
+    run_succeeds(workload, "terminate")
+    assert UsageRecord.objects.filter(workload=workload).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unhealthy_workload_with_recovery_terminate_is_terminated(catalog, worker, local_cloud_clean, settings):
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    _, key = customer_with_key()
+    body = {"name": "fragile", "requirements": {"vcpu": 2, "memory_gb": 4}, "recovery_policy": "terminate"}
+    workload = submit(api_for(key), body)
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING
+    run_succeeds(workload, "provision")
+    endpoint = WorkloadRouting.objects.get(workload=workload).endpoint
+    urllib.request.urlopen(urllib.request.Request(f"http://{endpoint}/_agent/unhealthy", method="POST"), timeout=5)
+
+    for _ in range(3):
+        health_sweep_run()
+
+    assert reaches(workload, S.TERMINATED) == S.TERMINATED
+    assert WorkloadEvent.objects.filter(workload=workload, name="health_check_fail").exists()
+    instance = WorkloadInstance.objects.get(workload=workload)
+    wait_until(lambda: not local_cloud_clean.process_alive(instance.instance_id), what="the instance to stop")
+
+
+def test_the_agent_reports_an_interruption_with_its_token(db, django_capture_on_commit_callbacks, local_cloud_clean):
+    workload = WorkloadFactory(status=S.RUNNING)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {agent_token_for(workload.id)}")
+    body = json.dumps({"checkpoint": "20261128T120000Z", "reason": "notice"})
+
+    with django_capture_on_commit_callbacks(execute=False):
+        first = client.post("/api/v1/agent/interruption", data=body, content_type="application/json")
+        again = client.post("/api/v1/agent/interruption", data=body, content_type="application/json")
+
+    assert first.status_code == again.status_code == 202
+    workload.refresh_from_db()
+    assert workload.status == S.INTERRUPTED
+    assert WorkloadEvent.objects.filter(workload=workload, name="spot_interrupt").count() == 1
+    assert WorkloadEvent.objects.get(workload=workload, name="spot_interrupt").detail["signal"] == "agent"
+    assert WorkloadEvent.objects.filter(workload=workload, name="final-checkpoint").count() == 2
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer wat_nonsense", "Bearer wat_00000000-0000-0000-0000-000000000000_bad", "", "Bearer ca_key"]
+)
+def test_the_agent_endpoint_refuses_anything_but_a_valid_agent_token(db, header):
+    workload = WorkloadFactory(status=S.RUNNING)
+    response = APIClient().post("/api/v1/agent/interruption", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING

@@ -1,0 +1,39 @@
+"""Endpoints a workload's own instance calls, authenticated by its agent token."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from arbitrage.api.fields import StrictCharField, StrictSerializer
+from workloads import services
+from workloads.api.authentication import AgentTokenAuthentication, WorkloadAgent
+from workloads.models import Workload
+
+
+class InterruptionReportSerializer(StrictSerializer):
+    checkpoint = StrictCharField(max_length=200, required=False, allow_null=True, default=None)
+    reason = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class AgentInterruptionView(APIView):
+    authentication_classes = [AgentTokenAuthentication]
+
+    @extend_schema(
+        operation_id="agent_interruption",
+        request=InterruptionReportSerializer,
+        responses={202: None},
+        description="The agent saw its instance's interruption notice and saved its final checkpoint "
+        "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless.",
+    )
+    def post(self, request):
+        agent = request.user
+        if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
+            raise Http404
+        report = InterruptionReportSerializer(data=request.data)
+        report.is_valid(raise_exception=True)
+        workload = services.agent_interruption_report(workload_id=agent.workload_id, **report.validated_data)
+        return Response({"workload_id": str(workload.id), "status": workload.status}, status=status.HTTP_202_ACCEPTED)

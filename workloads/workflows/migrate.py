@@ -1,0 +1,153 @@
+"""The migration workflow: a spot interruption or a failed health verdict, with recovery ``migrate``.
+
+wait-for-final-checkpoint, terminate-old-instance, update-status-provisioning,
+then the provisioning steps from find-placement on (excluding the interrupted
+pool), and notify-customer with WORKLOAD_MIGRATED. The workload keeps its id
+and endpoint name; each instance is its own billed segment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.services import usage_record_create
+from placement.clouds.base import TransientCloudError
+from workloads import notifications
+from workloads.models import (
+    NotificationType,
+    WorkflowKind,
+    WorkflowRun,
+    Workload,
+    WorkloadEvent,
+    WorkloadInstance,
+    WorkloadStatus,
+)
+from workloads.services import (
+    health_monitoring_stop,
+    instance_terminate,
+    workflow_run_create,
+    workload_transition_locked,
+)
+from workloads.workflows import provision
+from workloads.workflows.engine import NotYet, Poll, RetryPolicy, Step, StepContext, Workflow, register, scaled
+
+S = WorkloadStatus
+# How long each cloud gives between the interruption notice and the reclaim.
+NOTICE_SECONDS = {"aws": 120, "gcp": 30, "azure": 30}
+FINAL_CHECKPOINT_EVENT = "final-checkpoint"
+
+
+def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
+    """Give the agent the provider's notice time to save and report its final checkpoint."""
+    if not (ctx.workload.config.get("storage") or {}).get("enabled"):
+        return {"final_checkpoint": None, "reason": "storage is off"}
+    report = (
+        WorkloadEvent.objects.filter(
+            workload=ctx.workload, name=FINAL_CHECKPOINT_EVENT, created_at__gte=ctx.run.created_at
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if report is not None:
+        return {"final_checkpoint": report.detail.get("checkpoint")}
+    old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
+    notice = scaled(NOTICE_SECONDS.get(old.provider if old else "", 30))
+    if (timezone.now() - ctx.run.created_at).total_seconds() >= notice:
+        return {"final_checkpoint": None, "reason": f"no report within the {notice:.0f} s notice"}
+    raise NotYet("waiting for the agent's final checkpoint")
+
+
+def terminate_old_instance(ctx: StepContext) -> dict[str, Any]:
+    """The old instance ends here and is billed as its own segment."""
+    ended = []
+    for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=True):
+        instance = instance_terminate(instance=instance)
+        ended.append(instance)
+    ctx.on_commit_effects(lambda: [usage_record_create(instance=instance) for instance in ended])
+    return {"terminated": [instance.instance_id for instance in ended]}
+
+
+def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
+    def recover() -> None:
+        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        if workload.status in (S.INTERRUPTED, S.UNHEALTHY):
+            workload_transition_locked(workload, "recover", message="Re-placing the workload.")
+        health_monitoring_stop(workload_id=workload.id)
+
+    ctx.on_commit_effects(recover)
+    return {"status": S.PROVISIONING}
+
+
+def notify_migrated(ctx: StepContext) -> dict[str, Any]:
+    old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
+    placement = ctx.result_of("provision-cloud-resources")["placement"]
+    payload = {
+        "type": NotificationType.WORKLOAD_MIGRATED,
+        "customerId": str(ctx.workload.customer_id),
+        "workloadId": str(ctx.workload.id),
+        "endpoint": ctx.workload.endpoint,
+        "reason": ctx.payload.get("reason", ""),
+        "from": {"provider": old.provider, "region": old.region, "instanceType": old.instance_type} if old else None,
+        "to": {
+            "provider": placement["provider"],
+            "region": placement["region"],
+            "instanceType": placement["instance_type"],
+        },
+        "estimatedCostPerHour": placement["spot_price"],
+    }
+    ctx.on_commit_effects(
+        lambda: notifications.notification_create(
+            workload=ctx.workload, type=NotificationType.WORKLOAD_MIGRATED, payload=payload, dedupe_key=str(ctx.run.id)
+        )
+    )
+    return payload
+
+
+def migrate_cleanup(run: WorkflowRun) -> None:
+    """A migration that gave up: fail a re-placement in progress, or terminate a workload still waiting."""
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=run.workload_id)
+        if workload.status in (S.INTERRUPTED, S.UNHEALTHY):
+            workflow_run_create(
+                kind=WorkflowKind.TERMINATE, workload=workload, payload={"reason": f"migration failed: {run.error}"}
+            )
+            return
+    provision.provision_cleanup(run)
+
+
+MIGRATE = register(
+    Workflow(
+        kind=WorkflowKind.MIGRATE,
+        steps=(
+            Step(
+                "wait-for-final-checkpoint",
+                wait_for_final_checkpoint,
+                poll=Poll(every_seconds=2, max_checks=100, timeout_message="Timeout waiting for the final checkpoint"),
+            ),
+            Step(
+                "terminate-old-instance",
+                terminate_old_instance,
+                retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
+            ),
+            Step("update-status-provisioning", update_status_provisioning),
+            *(
+                step
+                for step in provision.PROVISION.steps
+                if step.name
+                in {
+                    "find-placement",
+                    "provision-cloud-resources",
+                    "wait-for-instance",
+                    "wait-for-workload-ready",
+                    "register-routing",
+                    "start-health-monitoring",
+                }
+            ),
+            Step("notify-customer", notify_migrated),
+        ),
+        cleanup=migrate_cleanup,
+    )
+)
