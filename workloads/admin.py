@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from arbitrage.errors import DomainError
 from workloads import services
 from workloads.errors import TransitionRefused
 from workloads.models import (
@@ -123,7 +124,7 @@ class WorkloadAdmin(admin.ModelAdmin):
     ]
     fields = ["name", "recovery_policy", "requirements", "config", *readonly_fields]
     inlines = [WorkloadInstanceInline, WorkloadEventInline]
-    actions = ["terminate"]
+    actions = ["terminate", "simulate_spot_interruption"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request) -> bool:
@@ -138,6 +139,16 @@ class WorkloadAdmin(admin.ModelAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
             else:
                 self.message_user(request, f"{workload.name}: terminating.")
+
+    @admin.action(description="Simulate a spot interruption (local cloud, 30 s notice)")
+    def simulate_spot_interruption(self, request, queryset) -> None:
+        for workload in queryset:
+            try:
+                reclaim_at = services.workload_simulate_interruption(workload_id=workload.id, grace_seconds=30)
+            except DomainError as error:
+                self.message_user(request, f"{workload.name}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{workload.name}: notice given, reclaimed at {reclaim_at:%H:%M:%S}.")
 
 
 @admin.register(WorkloadInstance)

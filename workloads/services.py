@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -367,3 +367,21 @@ def agent_interruption_report(*, workload_id: UUID | str, checkpoint: str | None
         )
     workload_interrupt(workload_id=workload_id, signal="agent", detail={"reason": reason} if reason else None)
     return Workload.objects.get(id=workload_id)
+
+
+def workload_simulate_interruption(*, workload_id: UUID | str, grace_seconds: float) -> datetime:
+    """Give a RUNNING workload's local-cloud instance a spot interruption notice (operators, demos, tests)."""
+    from django.conf import settings
+
+    from arbitrage.errors import DomainError
+    from placement.clouds import local
+
+    workload = Workload.objects.get(id=workload_id)
+    instance = workload_current_instance(workload_id=workload_id)
+    if workload.status != WorkloadStatus.RUNNING or instance is None:
+        raise TransitionRefused(workload_id=workload_id, transition="spot_interrupt", current_state=workload.status)
+    if settings.CLOUD_BACKENDS.get(instance.provider) != "local":
+        raise DomainError(
+            f"Only local-cloud instances can be interrupted on demand; this one runs on {instance.provider}."
+        )
+    return local.interruption_notice(instance.instance_id, grace_seconds=grace_seconds)

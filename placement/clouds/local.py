@@ -283,6 +283,8 @@ def _observe(record: Mapping[str, Any]) -> tuple[InstanceState, str]:
     reason = record.get("state_reason", "")
     if stored in {InstanceState.TERMINATED, InstanceState.FAILED, InstanceState.PREEMPTED}:
         return stored, reason
+    if record.get("reclaim_at") and time.time() >= record["reclaim_at"] and stored is not InstanceState.STOPPING:
+        return InstanceState.PREEMPTED, "spot interruption (after notice)"
     running = _running(record)
     if stored is InstanceState.STOPPING:
         return (InstanceState.STOPPING if running else InstanceState.TERMINATED), reason
@@ -314,15 +316,17 @@ def _info(record: Mapping[str, Any]) -> InstanceInfo:
 def _settle(record: dict[str, Any]) -> dict[str, Any]:
     """Store a failure once it is seen, so it reads the same later (a transition the process cannot undo)."""
     state, reason = _observe(record)
-    if state is not InstanceState.FAILED or record["state"] == InstanceState.FAILED:
+    if state not in {InstanceState.FAILED, InstanceState.PREEMPTED} or record["state"] == state:
         return record
     with _locked():
         current = _load(record["instance_id"])
         if current is None or current["state"] != InstanceState.PENDING:
             return current or record
-        current.update(state=InstanceState.FAILED.value, state_reason=reason)
+        current.update(state=state.value, state_reason=reason)
         _save(current)
-        return current
+    if state is InstanceState.PREEMPTED:
+        _stop_processes(current)  # the notice's time has come: the cloud takes the instance back
+    return current
 
 
 # --- faults ----------------------------------------------------------------------------------------------
@@ -509,6 +513,7 @@ class LocalCloud(base.CloudAdapter):
         env.update(PYTHONPATH=str(settings.BASE_DIR), PYTHONUNBUFFERED="1")
         env.update(request.env)
         env.update(PORT=str(port), INSTANCE_ID=instance_id, PROVIDER=self.provider)
+        env["INTERRUPTION_NOTICE_FILE"] = str(_notice_path(instance_id))
         if "workload-id" in request.tags:
             env["WORKLOAD_ID"] = request.tags["workload-id"]
         if faults["never_healthy"]:
@@ -593,6 +598,31 @@ def interrupt(instance_id: str) -> None:
         record.update(state=InstanceState.PREEMPTED.value, state_reason="spot interruption")
         _save(record)
     _stop_processes(record)
+
+
+def interruption_notice(instance_id: str, *, grace_seconds: float) -> datetime:
+    """Give a spot instance its interruption notice, as the clouds' metadata endpoints do.
+
+    The instance's agent finds the notice in the file named by its
+    ``INTERRUPTION_NOTICE_FILE`` (the local stand-in for AWS's
+    ``spot/instance-action``, GCP's ``preempted`` and Azure's scheduled events),
+    with the time it will be reclaimed; from then on the instance reads as
+    PREEMPTED and its processes are stopped. Returns that time.
+    """
+    with _locked():
+        record = _load(instance_id)
+        if record is None:
+            raise base.InstanceNotFound(f"no local instance {instance_id!r}", provider="local")
+        deadline = time.time() + grace_seconds
+        record["reclaim_at"] = deadline
+        _save(record)
+    reclaim_at = datetime.fromtimestamp(deadline, tz=UTC)
+    _write_json(_notice_path(instance_id), {"action": "terminate", "time": reclaim_at.isoformat()})
+    return reclaim_at
+
+
+def _notice_path(instance_id: str) -> Path:
+    return _run_dir(instance_id) / "interruption-notice.json"
 
 
 def instances_all() -> list[InstanceInfo]:

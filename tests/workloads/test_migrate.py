@@ -1,9 +1,11 @@
 """Spot interruptions and health verdicts, recovered by migration on a real worker."""
 
+import io
 import json
 import urllib.request
 
 import pytest
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from billing.models import UsageRecord
@@ -109,3 +111,35 @@ def test_the_agent_endpoint_refuses_anything_but_a_valid_agent_token(db, header)
     assert response.status_code == 401
     workload.refresh_from_db()
     assert workload.status == S.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agent_reports_the_notice_and_the_workload_migrates(
+    catalog, worker_factory, local_cloud_clean, live_server
+):
+    # The instances reach this API (the live server) with their agent tokens.
+    worker_factory(env={"PUBLIC_API_URL": live_server.url})
+    _, key = customer_with_key()
+    workload = submit(api_for(key))
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
+    run_succeeds(workload, "provision")
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    out = io.StringIO()
+    call_command("spot_interrupt", str(workload.id), "--grace", "20", stdout=out)
+    assert "interruption notice given" in out.getvalue()
+
+    event = wait_until(
+        lambda: WorkloadEvent.objects.filter(workload=workload, name="spot_interrupt").first(), what="the report"
+    )
+    assert event.detail["signal"] == "agent"
+    run_succeeds(workload, "migrate")
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    assert (
+        second.instance_type != first.instance_type
+        or second.provider != first.provider
+        or (second.region != first.region or second.availability_zone != first.availability_zone)
+    )
+    assert not local_cloud_clean.process_alive(first.instance_id)

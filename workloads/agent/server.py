@@ -8,6 +8,10 @@ Configuration comes from the environment, as a container's would:
 * ``AGENT_NEVER_HEALTHY=1``: ``/health`` always answers 503.
 * ``POST /_agent/unhealthy`` / ``POST /_agent/healthy``: start / stop failing ``/health``.
 * ``AGENT_DIE_AFTER_SECONDS=T``: exit with status 1 after T seconds (a crash).
+* ``INTERRUPTION_NOTICE_FILE``: where the cloud posts the spot interruption
+  notice (the local stand-in for a metadata endpoint). The agent polls it every
+  second; on a notice it reports to ``ARBITRAGE_API_URL`` with its
+  ``WORKLOAD_AGENT_TOKEN`` (``POST /api/v1/agent/interruption``).
 
 Any other variable is the customer's and is ignored here. SIGTERM (what a cloud
 sends before reclaiming an instance) shuts the server down and exits 0.
@@ -21,6 +25,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -41,6 +47,34 @@ class Agent:
         self.progress = 0
         self.stopping = threading.Event()
         self.exit_status = 0
+        self.notice_file = env.get("INTERRUPTION_NOTICE_FILE", "")
+        self.api_url = env.get("ARBITRAGE_API_URL", "").rstrip("/")
+        self.token = env.get("WORKLOAD_AGENT_TOKEN", "")
+        self.interrupted = False
+
+    def watch_for_interruption(self) -> None:
+        """Poll the notice once a second, as an agent polls its cloud's metadata endpoint."""
+        while not self.interrupted and not self.stopping.wait(1.0):
+            if self.notice_file and os.path.exists(self.notice_file):
+                self.interrupted = True
+                self.on_interruption()
+
+    def on_interruption(self, checkpoint: str | None = None) -> None:
+        """Tell the control plane (its final checkpoint, if one was saved) before the cloud takes the instance."""
+        if not (self.api_url and self.token):
+            return
+        body = json.dumps({"checkpoint": checkpoint, "reason": "interruption notice"}).encode()
+        request = urllib.request.Request(
+            f"{self.api_url}/api/v1/agent/interruption",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                print(f"workload agent: interruption reported ({response.status})", file=sys.stderr, flush=True)
+        except (urllib.error.URLError, OSError) as error:
+            print(f"workload agent: could not report the interruption: {error}", file=sys.stderr, flush=True)
 
     def work(self) -> None:
         """One unit of "work" per second until shutdown: a visible sign the workload runs."""
@@ -147,6 +181,7 @@ def main(env: dict[str, str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, on_sigterm)
     threading.Thread(target=agent.work, name="work", daemon=True).start()
+    threading.Thread(target=agent.watch_for_interruption, name="notice", daemon=True).start()
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
     if die_after is not None:
         crash = threading.Timer(die_after, agent.stop, args=(1,))
