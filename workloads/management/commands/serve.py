@@ -1,7 +1,7 @@
-"""Run the whole service on this machine: web, Celery worker and Celery beat.
+"""Run the whole service on this machine: web, Celery worker, Celery beat and the routing gateway.
 
 ``make run`` calls this. It checks that every configured service answers,
-applies migrations, starts the three processes and stops all of them when it
+applies migrations, starts the four processes and stops all of them when it
 gets Ctrl-C (or SIGTERM), or when any one of them exits.
 """
 
@@ -23,16 +23,22 @@ STOP_GRACE_SECONDS = 15
 
 
 class Command(BaseCommand):
-    help = "Run web server, Celery worker and Celery beat together; Ctrl-C stops all three."
+    help = "Run web server, Celery worker, Celery beat and the routing gateway together; Ctrl-C stops all four."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port for the web server")
+        parser.add_argument(
+            "--gateway-bind", default="127.0.0.1:8001", help="host:port for the routing gateway (workload endpoints)"
+        )
         parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
         parser.add_argument("--no-migrate", action="store_true")
 
-    def handle(self, *args, bind: str, concurrency: int, no_migrate: bool, **options) -> None:
+    def handle(self, *args, bind: str, gateway_bind: str, concurrency: int, no_migrate: bool, **options) -> None:
         if concurrency < 1:
             raise CommandError("--concurrency: must be at least 1")
+        gateway_host, _, gateway_port = gateway_bind.rpartition(":")
+        if not gateway_host or not gateway_port.isdigit():
+            raise CommandError(f"--gateway-bind: expected host:port, got {gateway_bind!r}")
         try:
             check_services()
         except ConfigError as exc:
@@ -84,6 +90,20 @@ class Command(BaseCommand):
                 "--pidfile",
                 str(Path(settings.VAR_DIR) / "celerybeat.pid"),
             ],
+            "gateway": [
+                python,
+                "-m",
+                "uvicorn",
+                "workloads.gateway.asgi:application",
+                "--host",
+                gateway_host,
+                "--port",
+                gateway_port,
+                "--no-access-log",  # the gateway logs its own line per request
+                "--no-proxy-headers",
+                "--no-server-header",
+                "--no-date-header",
+            ],
         }
         # A stale pidfile from a killed beat would stop the new one from starting.
         (Path(settings.VAR_DIR) / "celerybeat.pid").unlink(missing_ok=True)
@@ -103,7 +123,7 @@ class Command(BaseCommand):
         host, _, port = bind.rpartition(":")
         self.stdout.write(
             f"running: web http://{host or '127.0.0.1'}:{port}/ (admin /admin/, API docs /api/docs/), "
-            f"worker, beat. Ctrl-C stops all three."
+            f"worker, beat, gateway http://{gateway_bind}/w/<workload-id>/. Ctrl-C stops all four."
         )
 
         exited: str | None = None
