@@ -385,7 +385,10 @@ def test_requests_keep_reaching_the_workload_across_a_migration(gateway, agent_f
     wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
 
     workload_transition(workload_id=workload.id, transition="spot_interrupt", message="test: reclaimed")
-    old.stop()  # the cloud takes the instance back
+    # The cloud takes the instance back after its notice, not at the same instant: by then the
+    # gateway (whose route cache lives at most a second) sends it nothing new.
+    time.sleep(1.5)
+    old.stop()
     new = agent_factory("i-new")
     workload_transition(workload_id=workload.id, transition="recover", message="test: migrating")
     reroute(workload, new.endpoint)

@@ -41,7 +41,15 @@ FINAL_CHECKPOINT_EVENT = "final-checkpoint"
 
 
 def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
-    """Give the agent the provider's notice time to save and report its final checkpoint."""
+    """Give the agent the provider's notice time to save and report its final checkpoint.
+
+    Also let requests already sent to the old instance finish: the gateway stops
+    sending it new ones once its cached route (at most a second old) shows the
+    interruption.
+    """
+    waited = (timezone.now() - ctx.run.created_at).total_seconds()
+    if waited < settings.GATEWAY_ROUTE_CACHE_SECONDS * 2 + 1:
+        raise NotYet("letting requests in flight to the old instance finish")
     if not (ctx.workload.config.get("storage") or {}).get("enabled"):
         return {"final_checkpoint": None, "reason": "storage is off"}
     report = (
@@ -55,7 +63,7 @@ def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
         return {"final_checkpoint": report.detail.get("checkpoint")}
     old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
     notice = scaled(NOTICE_SECONDS.get(old.provider if old else "", 30))
-    if (timezone.now() - ctx.run.created_at).total_seconds() >= notice:
+    if waited >= notice:
         return {"final_checkpoint": None, "reason": f"no report within the {notice:.0f} s notice"}
     raise NotYet("waiting for the agent's final checkpoint")
 
@@ -125,7 +133,7 @@ MIGRATE = register(
             Step(
                 "wait-for-final-checkpoint",
                 wait_for_final_checkpoint,
-                poll=Poll(every_seconds=2, max_checks=100, timeout_message="Timeout waiting for the final checkpoint"),
+                poll=Poll(every_seconds=1, max_checks=200, timeout_message="Timeout waiting for the final checkpoint"),
             ),
             Step(
                 "terminate-old-instance",
