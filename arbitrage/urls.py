@@ -9,6 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("workloads.api.urls")),
     path("api/v1/placement/", include("placement.api.urls")),
+    path("api/v1/", include("storage.api.urls")),
+    path("storage/", include("storage.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", healthz, name="healthz"),

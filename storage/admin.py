@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from storage.models import WorkloadStorageConfig, WorkloadStorageObject
+from storage.models import WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject
 
 
 @admin.register(WorkloadStorageConfig)
@@ -15,3 +15,23 @@ class WorkloadStorageObjectAdmin(admin.ModelAdmin):
     list_display = ["object_key", "workload", "size_bytes", "created_at", "expires_at"]
     list_filter = ["workload__customer"]
     search_fields = ["=workload__id", "object_key"]
+    readonly_fields = ["workload", "object_key", "size_bytes", "checksum", "content_type", "created_at"]
+
+
+@admin.register(WorkloadCheckpoint)
+class WorkloadCheckpointAdmin(admin.ModelAdmin):
+    """Checkpoints are made by workloads; operators read them (the beat schedule is under Periodic tasks)."""
+
+    list_display = ["checkpoint_id", "workload", "status", "size_bytes", "created_at", "completed_at"]
+    list_filter = ["status"]
+    search_fields = ["=workload__id", "checkpoint_id"]
+    readonly_fields = [
+        "workload",
+        "checkpoint_id",
+        "status",
+        "manifest",
+        "size_bytes",
+        "created_at",
+        "completed_at",
+        "error",
+    ]

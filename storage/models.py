@@ -43,3 +43,30 @@ class WorkloadStorageObject(models.Model):
 
     def __str__(self) -> str:
         return f"workloads/{self.workload_id}/{self.object_key}"
+
+
+class CheckpointStatus(models.TextChoices):
+    PENDING = "PENDING", "pending"  # begun, chunks being uploaded
+    COMPLETE = "COMPLETE", "complete"  # every chunk verified against the manifest
+    CORRUPT = "CORRUPT", "corrupt"  # failed verification on restore: never "latest" again
+
+
+class WorkloadCheckpoint(models.Model):
+    """One checkpoint: ``checkpoints/{checkpoint_id}/manifest.json`` plus its ``data/chunk-NNN.bin``."""
+
+    workload = models.ForeignKey("workloads.Workload", on_delete=models.CASCADE, related_name="storage_checkpoints")
+    checkpoint_id = models.CharField(max_length=32, help_text="The timestamp segment of its keys.")
+    status = models.CharField(max_length=16, choices=CheckpointStatus.choices, default=CheckpointStatus.PENDING)
+    manifest = models.JSONField(help_text="Each chunk's name, size and SHA-256.")
+    size_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "workload_storage_checkpoints"
+        constraints = [models.UniqueConstraint(fields=["workload", "checkpoint_id"], name="storage_checkpoint_unique")]
+        indexes = [models.Index(fields=["workload", "status", "-checkpoint_id"], name="storage_ckpt_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"workloads/{self.workload_id}/checkpoints/{self.checkpoint_id}"

@@ -13,6 +13,7 @@ from arbitrage.api.fields import (
     StrictSerializer,
 )
 from placement.requirements import RequirementsSerializer
+from storage.selectors import storage_summary_get
 from workloads.agent_tokens import access_token_for
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
 
@@ -131,10 +132,16 @@ class WorkloadDetailSerializer(WorkloadSerializer):
     access_token = serializers.SerializerMethodField(
         help_text="For a private workload: the token that reaches its endpoint through the gateway."
     )
+    storage = serializers.SerializerMethodField(
+        help_text="Storage usage: used_bytes, quota_bytes, retention_days, object_count; null when storage is off."
+    )
 
     class Meta(WorkloadSerializer.Meta):
-        fields = [*WorkloadSerializer.Meta.fields, "access_token", "instances", "events"]
+        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "instances", "events"]
         read_only_fields = fields
+
+    def get_storage(self, workload) -> dict | None:
+        return storage_summary_get(workload_id=workload.id)
 
     def get_access_token(self, workload) -> str | None:
         if workload.config.get("access") != "private":

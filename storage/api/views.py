@@ -1,0 +1,151 @@
+"""Storage API under a workload: thin views that validate, call one service and shape the answer.
+
+Callers: the customer (API key) for any of its workloads, or the workload itself
+(agent token ``wat_...``), which reaches only its own storage.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from storage import selectors, services
+from storage.api import schema  # noqa: F401 (registers the agent token's OpenAPI scheme)
+from storage.api import serializers as s
+from workloads.api.authentication import AgentTokenAuthentication, ApiKeyAuthentication, WorkloadAgent
+from workloads.selectors import workload_get
+
+ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, fields?}}')
+COMMON_ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 409: ERROR}
+
+
+def _workload_id(request, workload_id):
+    """The workload's id if the caller may reach its storage; 404 otherwise (as for a missing one)."""
+    if isinstance(request.user, WorkloadAgent):
+        if request.user.workload_id != workload_id:
+            raise Http404
+        return workload_id
+    if workload_get(customer=request.user.customer, workload_id=workload_id) is None:
+        raise Http404
+    return workload_id
+
+
+class StorageView(APIView):
+    authentication_classes = [AgentTokenAuthentication, ApiKeyAuthentication]
+
+
+class UploadUrlView(StorageView):
+    @extend_schema(
+        operation_id="storage_upload_url",
+        request=s.UploadRequestSerializer,
+        responses={201: OpenApiResponse(description="Upload target"), 413: ERROR, **COMMON_ERRORS},
+        description="A presigned upload (PUT, POST with form fields, or MULTIPART with one URL per part). "
+        "Refused with 413 'Storage quota exceeded' when the quota is used up.",
+    )
+    def post(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        body = s.UploadRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        target = services.storage_upload_url_create(workload_id=workload_id, **body.validated_data)
+        data = s.upload_target_data(target, key=body.validated_data["key"])
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class UploadCompleteView(StorageView):
+    @extend_schema(
+        operation_id="storage_upload_complete",
+        request=s.UploadCompleteSerializer,
+        responses={201: s.StorageObjectSerializer, 413: ERROR, **COMMON_ERRORS},
+        description="Record an upload in the object index after checking the real object's size and SHA-256. "
+        "An upload that would take the workload over its quota is refused (413) and removed.",
+    )
+    def post(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        body = s.UploadCompleteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        stored = services.storage_upload_complete(workload_id=workload_id, **body.validated_data)
+        return Response(s.StorageObjectSerializer(stored).data, status=status.HTTP_201_CREATED)
+
+
+class DownloadUrlView(StorageView):
+    @extend_schema(
+        operation_id="storage_download_url",
+        request=s.DownloadRequestSerializer,
+        responses={200: OpenApiResponse(description="{key, url, expires_at}"), **COMMON_ERRORS},
+    )
+    def post(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        body = s.DownloadRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        url, expires_at = services.storage_download_url_create(workload_id=workload_id, **body.validated_data)
+        return Response({"key": body.validated_data["key"], "url": url, "expires_at": expires_at.isoformat()})
+
+
+class ObjectListView(StorageView, generics.GenericAPIView):
+    serializer_class = s.StorageObjectSerializer
+
+    @extend_schema(operation_id="storage_objects_list", parameters=[s.ObjectListQuerySerializer])
+    def get(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        query = s.ObjectListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        objects = selectors.storage_object_list(workload_id=workload_id, prefix=query.validated_data.get("prefix", ""))
+        page = self.paginate_queryset(objects)
+        return self.get_paginated_response(s.StorageObjectSerializer(page, many=True).data)
+
+
+class CheckpointListBeginView(StorageView, generics.GenericAPIView):
+    serializer_class = s.CheckpointSerializer
+
+    @extend_schema(operation_id="storage_checkpoints_list")
+    def get(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        page = self.paginate_queryset(selectors.checkpoint_list(workload_id=workload_id))
+        return self.get_paginated_response(s.CheckpointSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="storage_checkpoints_begin",
+        request=s.CheckpointBeginSerializer,
+        responses={201: OpenApiResponse(description="The checkpoint with an upload target per chunk"), 413: ERROR},
+    )
+    def post(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        body = s.CheckpointBeginSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        begun = services.checkpoint_begin(workload_id=workload_id, **body.validated_data)
+        return Response(s.checkpoint_begin_data(begun), status=status.HTTP_201_CREATED)
+
+
+class CheckpointCompleteView(StorageView):
+    @extend_schema(
+        operation_id="storage_checkpoints_complete",
+        request=None,
+        responses={200: s.CheckpointSerializer, 413: ERROR, **COMMON_ERRORS},
+        description="Verify every chunk against the manifest; 409 when one is missing or corrupt.",
+    )
+    def post(self, request, workload_id, checkpoint_id):
+        workload_id = _workload_id(request, workload_id)
+        checkpoint = services.checkpoint_complete(workload_id=workload_id, checkpoint_id=checkpoint_id)
+        return Response(s.CheckpointSerializer(checkpoint).data)
+
+
+class CheckpointLatestView(StorageView):
+    @extend_schema(
+        operation_id="storage_checkpoints_latest",
+        parameters=[s.ExpiresInQuerySerializer],
+        responses={200: OpenApiResponse(description="The newest complete checkpoint with download URLs"), 404: ERROR},
+    )
+    def get(self, request, workload_id):
+        workload_id = _workload_id(request, workload_id)
+        query = s.ExpiresInQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        latest = services.checkpoint_latest_for_restore(workload_id=workload_id, **query.validated_data)
+        if latest is None:
+            return Response(
+                {"error": {"status": 404, "code": "no_checkpoint", "message": "No complete checkpoint."}},
+                status=status.HTTP_404_NOT_FOUND,
+            )
+        return Response(s.checkpoint_latest_data(latest))
