@@ -143,3 +143,88 @@ def test_the_agent_reports_the_notice_and_the_workload_migrates(
         or (second.region != first.region or second.availability_zone != first.availability_zone)
     )
     assert not local_cloud_clean.process_alive(first.instance_id)
+
+
+DURABLE = {
+    "name": "long-job",
+    "requirements": {"vcpu": 2, "memory_gb": 4},
+    "config": {"storage": {"enabled": True}, "env": {"AGENT_CHECKPOINT_SECONDS": "1"}},
+}
+
+
+def checkpoint_progress(workload, checkpoint_id: str) -> int:
+    from storage.models import WorkloadCheckpoint
+
+    checkpoint = WorkloadCheckpoint.objects.get(workload=workload, checkpoint_id=checkpoint_id)
+    return int(checkpoint.manifest["metadata"]["progress"])
+
+
+def progress_of(endpoint: str) -> dict:
+    return get_json(f"http://{endpoint}/")[1]
+
+
+@pytest.fixture
+def durable_workload(catalog, worker_factory, local_cloud_clean, live_server, settings):
+    """A storage-enabled workload, RUNNING, whose agent checkpoints every second to this API."""
+    settings.PUBLIC_API_URL = live_server.url  # the storage URLs the API hands out point here
+    worker_factory(env={"PUBLIC_API_URL": live_server.url})
+    _, key = customer_with_key()
+    workload = submit(api_for(key), DURABLE)
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
+    run_succeeds(workload, "provision")
+    from storage.models import WorkloadCheckpoint
+
+    wait_until(
+        lambda: WorkloadCheckpoint.objects.filter(workload=workload, status="COMPLETE").count() >= 2,
+        timeout=60,
+        what="periodic checkpoints",
+    )
+    return workload
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_checkpointed_workload_resumes_its_work_on_the_new_instance(durable_workload, local_cloud_clean):
+    workload = durable_workload
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    call_command("spot_interrupt", str(workload.id), "--grace", "20", stdout=io.StringIO())
+
+    final = wait_until(
+        lambda: WorkloadEvent.objects.filter(workload=workload, name="final-checkpoint").first(),
+        what="the final checkpoint",
+    )
+    saved = checkpoint_progress(workload, final.detail["checkpoint"])
+    run_succeeds(workload, "migrate")
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    route = WorkloadRouting.objects.get(workload=workload)
+    assert route.instance_id == second.instance_id
+
+    answer = progress_of(route.endpoint)
+    assert answer["instance_id"] == second.instance_id
+    assert answer["restored_progress"] >= saved > 0  # resumed from the final checkpoint, not restarted
+    assert answer["progress"] >= answer["restored_progress"]
+    assert UsageRecord.objects.filter(instance=first).count() == 1
+    assert Notification.objects.filter(workload=workload, type="WORKLOAD_MIGRATED").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_agent_dead_the_latest_periodic_checkpoint_is_restored(durable_workload, local_cloud_clean, settings):
+    from storage.models import WorkloadCheckpoint
+
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    workload = durable_workload
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    local_cloud_clean.interrupt(first.instance_id)  # reclaimed with no notice: no final checkpoint
+    latest = WorkloadCheckpoint.objects.filter(workload=workload, status="COMPLETE").order_by("-checkpoint_id").first()
+    saved = checkpoint_progress(workload, latest.checkpoint_id)
+    health_sweep_run()
+
+    run_succeeds(workload, "migrate")
+    route = WorkloadRouting.objects.get(workload=workload)
+    answer = progress_of(route.endpoint)
+    assert answer["instance_id"] != first.instance_id
+    assert answer["restored_progress"] >= saved > 0
+    assert not WorkloadEvent.objects.filter(workload=workload, name="final-checkpoint").exists()

@@ -12,6 +12,10 @@ Configuration comes from the environment, as a container's would:
   notice (the local stand-in for a metadata endpoint). The agent polls it every
   second; on a notice it reports to ``ARBITRAGE_API_URL`` with its
   ``WORKLOAD_AGENT_TOKEN`` (``POST /api/v1/agent/interruption``).
+* ``WORKLOAD_STORAGE_ENABLED=1``: the work is durable. On start the agent
+  restores its progress from the newest complete checkpoint; it checkpoints
+  every ``AGENT_CHECKPOINT_SECONDS`` (default 10) and once more, as its final
+  checkpoint, on the interruption notice.
 
 Any other variable is the customer's and is ignored here. SIGTERM (what a cloud
 sends before reclaiming an instance) shuts the server down and exits 0.
@@ -30,6 +34,8 @@ import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+
+from workloads.agent.checkpoint import StorageClient, StorageClientError
 
 # Bodies are counted, not kept: the agent only reports their length.
 _READ_CHUNK = 64 * 1024
@@ -51,13 +57,51 @@ class Agent:
         self.api_url = env.get("ARBITRAGE_API_URL", "").rstrip("/")
         self.token = env.get("WORKLOAD_AGENT_TOKEN", "")
         self.interrupted = False
+        self.durable = env.get("WORKLOAD_STORAGE_ENABLED") == "1" and bool(self.api_url and self.token)
+        self.checkpoint_every = float(env.get("AGENT_CHECKPOINT_SECONDS") or 10)
+        self.restored_progress: int | None = None
+        self.last_checkpoint: str | None = None
+        self.lock = threading.Lock()  # one checkpoint at a time
+
+    def storage(self) -> StorageClient:
+        return StorageClient(self.api_url, self.token, workload_id=self.workload_id or None, timeout=30)
+
+    def restore(self) -> None:
+        """Resume from the newest complete checkpoint: the work continues, it does not restart."""
+        try:
+            state = self.storage().restore_latest()
+        except (StorageClientError, OSError, ValueError) as error:
+            print(f"workload agent: no restore ({error})", file=sys.stderr, flush=True)
+            return
+        if state is not None:
+            self.progress = self.restored_progress = int(json.loads(state)["progress"])
+            print(f"workload agent: restored progress {self.progress}", file=sys.stderr, flush=True)
+
+    def checkpoint(self, *, final: bool = False) -> str | None:
+        """Save the progress; the checkpoint's id, or None if it could not be saved."""
+        with self.lock:
+            progress = self.progress
+            try:
+                saved = self.storage().save_checkpoint(
+                    json.dumps({"progress": progress}).encode(), metadata={"progress": progress, "final": final}
+                )
+            except (StorageClientError, OSError, ValueError) as error:
+                print(f"workload agent: checkpoint failed ({error})", file=sys.stderr, flush=True)
+                return None
+            self.last_checkpoint = saved.get("checkpoint_id")
+            return self.last_checkpoint
+
+    def checkpoint_periodically(self) -> None:
+        while not self.interrupted and not self.stopping.wait(self.checkpoint_every):
+            if not self.interrupted:
+                self.checkpoint()
 
     def watch_for_interruption(self) -> None:
         """Poll the notice once a second, as an agent polls its cloud's metadata endpoint."""
         while not self.interrupted and not self.stopping.wait(1.0):
             if self.notice_file and os.path.exists(self.notice_file):
                 self.interrupted = True
-                self.on_interruption()
+                self.on_interruption(self.checkpoint(final=True) if self.durable else None)
 
     def on_interruption(self, checkpoint: str | None = None) -> None:
         """Tell the control plane (its final checkpoint, if one was saved) before the cloud takes the instance."""
@@ -91,6 +135,7 @@ class Agent:
             "provider": self.provider,
             "workload_id": self.workload_id,
             "progress": self.progress,
+            "restored_progress": self.restored_progress,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "path": path,
         }
@@ -180,6 +225,9 @@ def main(env: dict[str, str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, on_sigterm)
+    if agent.durable:
+        agent.restore()
+        threading.Thread(target=agent.checkpoint_periodically, name="checkpoints", daemon=True).start()
     threading.Thread(target=agent.work, name="work", daemon=True).start()
     threading.Thread(target=agent.watch_for_interruption, name="notice", daemon=True).start()
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()

@@ -151,6 +151,7 @@ def _instance_request(ctx: StepContext, candidate: Candidate) -> InstanceRequest
             # How the workload's own agent reaches the API (checkpoints, interruption reports).
             "ARBITRAGE_API_URL": settings.PUBLIC_API_URL,
             "WORKLOAD_AGENT_TOKEN": agent_token_for(workload.id),
+            "WORKLOAD_STORAGE_ENABLED": "1" if (config.get("storage") or {}).get("enabled") else "0",
         },
         health_check_port=config.get("health_check_port", 8080),
     )
