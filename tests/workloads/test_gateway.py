@@ -448,3 +448,66 @@ def test_a_provisioned_workload_is_reached_by_name_and_answers_410_within_a_seco
     )
     assert wait_until(lambda: status() == S.TERMINATED and workload.status, timeout=60) == S.TERMINATED
     assert gateway.client.get("/", headers={"Host": workload.endpoint}).status_code == 410
+
+
+def test_the_endpoint_name_keeps_answering_through_a_real_migration(
+    catalog, worker_factory, gateway, local_cloud_clean, live_server
+):
+    """The migration workflow itself: notice → agent report → re-placement → re-route, under load."""
+    from django.core.management import call_command
+
+    from workloads.models import WorkflowRun, WorkloadInstance
+
+    worker_factory(env={"PUBLIC_API_URL": live_server.url})
+    _, key = customer_with_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    created = client.post(
+        "/api/v1/workloads",
+        data=json.dumps({"name": "web", "requirements": {"vcpu": 2, "memory_gb": 4}}),
+        content_type="application/json",
+    )
+    workload = Workload.objects.get(id=created.json()["id"])
+    wait_until(
+        lambda: WorkflowRun.objects.filter(workload=workload, kind="provision", status="succeeded").exists(),
+        timeout=90,
+        what="provisioning",
+    )
+    first = WorkloadInstance.objects.get(workload=workload).instance_id
+    results: list[tuple[int, str | None, str | None]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    response = http.get(f"{gateway.url}/", headers={"Host": workload.endpoint})
+                    body = response.json()
+                except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions below report it
+                    results.append((0, repr(exc), None))
+                    continue
+                results.append((response.status_code, body.get("instance_id"), response.headers.get("retry-after")))
+
+    clients = [threading.Thread(target=loop) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
+
+    call_command("spot_interrupt", str(workload.id), "--grace", "20", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    wait_until(
+        lambda: WorkflowRun.objects.filter(workload=workload, kind="migrate", status="succeeded").exists(),
+        timeout=90,
+        what="the migration",
+    )
+    second = WorkloadInstance.objects.exclude(instance_id=first).get(workload=workload).instance_id
+    wait_until(lambda: any(r[1] == second for r in results[-3:]), timeout=30, what="answers from the new instance")
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=90)
+
+    for status, instance_id, retry_after in results:
+        assert (status == 200 and instance_id in (first, second)) or (status == 503 and retry_after), (
+            status,
+            instance_id,
+        )
+    assert any(r[1] == first for r in results)
