@@ -330,6 +330,8 @@ HEALTH_SWEEP_SECONDS = env_int("HEALTH_SWEEP_SECONDS", 15, minimum=1, maximum=36
 HEALTH_CHECK_TIMEOUT_SECONDS = env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0, minimum=0.05, maximum=60)
 HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 500, minimum=1, maximum=10_000)
 HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, maximum=100)
+# A customer's rebalance moves a workload only to an offer at least this much cheaper (percent).
+REBALANCE_MIN_SAVING_PCT = env_float("REBALANCE_MIN_SAVING_PCT", 10.0, minimum=0, maximum=100)
 # A workload migrated this many times in 24 h is terminated instead on its next interruption.
 MIGRATION_LIMIT_PER_DAY = env_int("MIGRATION_LIMIT_PER_DAY", 5, minimum=0, maximum=1000)
 # Multiplies every workflow delay (retry backoff, wait polls, stall detection).

@@ -18,3 +18,7 @@ class TransitionRefused(ConflictError):
 class IdempotencyKeyReused(DomainError):
     status = 422
     code = "idempotency_key_reused"
+
+
+class NoCheaperOffer(ConflictError):
+    code = "no_cheaper_offer"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import secrets
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -385,3 +386,54 @@ def workload_simulate_interruption(*, workload_id: UUID | str, grace_seconds: fl
             f"Only local-cloud instances can be interrupted on demand; this one runs on {instance.provider}."
         )
     return local.interruption_notice(instance.instance_id, grace_seconds=grace_seconds)
+
+
+def workload_rebalance(*, workload_id: UUID | str, min_saving_pct: Decimal) -> dict[str, Any]:
+    """Move a RUNNING workload to an offer cheaper by at least ``min_saving_pct`` percent.
+
+    The move is the migration workflow (the workload passes through INTERRUPTED
+    with the signal ``rebalance``; its pool is not blocked): the agent is asked
+    for a final checkpoint, then the workload is re-placed away from its pool.
+    Raises ``NoCheaperOffer`` when nothing is cheaper by that margin.
+    """
+    from placement.errors import NoPlacement
+    from placement.selectors import placement_candidates
+    from workloads.errors import NoCheaperOffer
+
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        instance = workload_current_instance(workload_id=workload.id)
+        if workload.status != WorkloadStatus.RUNNING or instance is None:
+            raise TransitionRefused(workload_id=workload.id, transition="rebalance", current_state=workload.status)
+        pool = (instance.provider, instance.region, instance.availability_zone, instance.instance_type)
+        try:
+            best = placement_candidates(requirements=workload.requirements, limit=1, exclude_pools=[pool])[0]
+        except NoPlacement:
+            raise NoCheaperOffer("No other offer fits this workload.", current_price=str(instance.spot_price)) from None
+        current = Decimal(instance.spot_price)
+        saving_pct = ((current - best.spot_price) / current * 100).quantize(Decimal("0.01"))
+        offer = {"provider": best.provider, "region": best.region, "availability_zone": best.availability_zone,
+                 "instance_type": best.instance_type, "spot_price": str(best.spot_price)}  # fmt: skip
+        if saving_pct < min_saving_pct:
+            raise NoCheaperOffer(
+                f"The best other offer saves {saving_pct}%, less than the {min_saving_pct}% asked for.",
+                current_price=str(current),
+                best_offer=offer,
+            )
+        workload_transition_locked(
+            workload,
+            "spot_interrupt",
+            message=f"Rebalance to {best.provider}/{best.region}/{best.instance_type}: {saving_pct}% cheaper.",
+            detail={"signal": "rebalance", "offer": offer, "saving_pct": str(saving_pct)},
+        )
+        workflow_run_create(
+            kind=WorkflowKind.MIGRATE,
+            workload=workload,
+            payload={
+                "reason": "rebalance to a cheaper offer",
+                "signal": "rebalance",
+                "exclude_pools": [list(pool)],
+                "from_instance": str(instance.id),
+            },
+        )
+    return {"status": workload.status, "saving_pct": str(saving_pct), "offer": offer}

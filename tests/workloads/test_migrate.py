@@ -3,6 +3,7 @@
 import io
 import json
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -228,3 +229,74 @@ def test_with_the_agent_dead_the_latest_periodic_checkpoint_is_restored(durable_
     assert answer["instance_id"] != first.instance_id
     assert answer["restored_progress"] >= saved > 0
     assert not WorkloadEvent.objects.filter(workload=workload, name="final-checkpoint").exists()
+
+
+def make_cheaper(instance, *, factor: str = "0.5"):
+    """Another pool of the same kind gets a much lower spot price (a catalog refresh would)."""
+    from django.utils import timezone
+
+    from placement.clouds.base import ObservedPrice
+    from placement.selectors import placement_candidates
+    from placement.services import prices_apply
+
+    pool = (instance.provider, instance.region, instance.availability_zone, instance.instance_type)
+    other = placement_candidates(requirements={"vcpu": 2, "memory_gb": 4}, limit=1, exclude_pools=[pool])[0]
+    price = (instance.spot_price * Decimal(factor)).quantize(Decimal("0.000001"))
+    observed = ObservedPrice(
+        provider=other.provider,
+        region=other.region,
+        availability_zone=other.availability_zone,
+        instance_type=other.instance_type,
+        spot_price=price,
+        observed_at=timezone.now(),
+    )
+    prices_apply(provider=other.provider, prices=[observed], source="test")
+    return other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebalance_moves_a_workload_to_a_cheaper_offer_and_keeps_its_work(durable_workload, settings):
+    workload = durable_workload
+    key = api_key_for(workload)
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    refused = key.post(f"/api/v1/workloads/{workload.id}/rebalance", data={}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_cheaper_offer"
+
+    target = make_cheaper(first)
+    moved = key.post(f"/api/v1/workloads/{workload.id}/rebalance", data={"min_saving_pct": 20}, format="json")
+    assert moved.status_code == 202, moved.content
+    assert moved.json()["offer"]["instance_type"] == target.instance_type
+
+    run_succeeds(workload, "migrate")
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    assert (second.provider, second.region, second.availability_zone, second.instance_type) == target.pool
+    saved = WorkloadEvent.objects.get(workload=workload, name="final-checkpoint").detail["checkpoint"]
+    answer = progress_of(WorkloadRouting.objects.get(workload=workload).endpoint)
+    assert answer["restored_progress"] >= checkpoint_progress(workload, saved) > 0
+
+
+def api_key_for(workload) -> APIClient:
+    from workloads.services import api_key_create
+
+    _, raw_key = api_key_create(customer=workload.customer, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+@pytest.mark.parametrize(("body", "status"), [({"min_saving_pct": -1}, 400), ({"min_saving_pct": "lots"}, 400),
+                                              ({"min_saving_pct": 101}, 400), ({"margin": 5}, 400)])  # fmt: skip
+def test_rebalance_refuses_bad_input(db, body, status):
+    workload = WorkloadFactory(status=S.RUNNING)
+    response = api_key_for(workload).post(f"/api/v1/workloads/{workload.id}/rebalance", data=body, format="json")
+    assert response.status_code == status
+    assert response.json()["error"]["fields"]
+
+
+def test_rebalance_of_a_workload_that_is_not_running_is_a_409_and_another_customers_is_a_404(db):
+    pending = WorkloadFactory(status=S.PENDING)
+    response = api_key_for(pending).post(f"/api/v1/workloads/{pending.id}/rebalance", data={}, format="json")
+    assert response.status_code == 409 and response.json()["error"]["current_state"] == "PENDING"
+    stranger = api_key_for(WorkloadFactory())
+    assert stranger.post(f"/api/v1/workloads/{pending.id}/rebalance", data={}, format="json").status_code == 404

@@ -7,6 +7,7 @@ Configuration comes from the environment, as a container's would:
   tell which instance answered.
 * ``AGENT_NEVER_HEALTHY=1``: ``/health`` always answers 503.
 * ``POST /_agent/unhealthy`` / ``POST /_agent/healthy``: start / stop failing ``/health``.
+* ``POST /_agent/checkpoint``: save a checkpoint now and answer its id (before a planned move).
 * ``AGENT_DIE_AFTER_SECONDS=T``: exit with status 1 after T seconds (a crash).
 * ``INTERRUPTION_NOTICE_FILE``: where the cloud posts the spot interruption
   notice (the local stand-in for a metadata endpoint). The agent polls it every
@@ -160,6 +161,11 @@ class Handler(BaseHTTPRequestHandler):
         agent = self.server.agent
         # The sample workload's own switch to fail (or pass) its health check from now on:
         # how an operator or a test makes a live instance go unhealthy without killing it.
+        if self.path == "/_agent/checkpoint":  # the control plane asks for one before a planned move
+            checkpoint = agent.checkpoint(final=True) if agent.durable else None
+            status = HTTPStatus.OK if checkpoint else HTTPStatus.SERVICE_UNAVAILABLE
+            self._reply(status, {"checkpoint": checkpoint})
+            return
         if self.path in ("/_agent/unhealthy", "/_agent/healthy"):
             agent.never_healthy = self.path == "/_agent/unhealthy"
             self._reply(HTTPStatus.OK, {"healthy": not agent.never_healthy})

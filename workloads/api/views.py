@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
+from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from arbitrage.api.fields import StrictDecimalField, StrictSerializer
 from workloads import selectors, services
 from workloads.api.serializers import (
     WorkloadCreateSerializer,
@@ -99,3 +102,27 @@ class WorkloadTerminateView(APIView):
         workload = _customer_workload(request, workload_id)
         workload = services.workload_terminate(workload_id=workload.id)
         return Response(WorkloadSerializer(workload).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RebalanceSerializer(StrictSerializer):
+    min_saving_pct = StrictDecimalField(
+        max_digits=5, decimal_places=2, min_value=Decimal("0"), max_value=Decimal("100"), required=False
+    )
+
+
+class WorkloadRebalanceView(APIView):
+    @extend_schema(
+        operation_id="workloads_rebalance",
+        request=RebalanceSerializer,
+        responses={202: None, 400: ERROR, 404: ERROR, 409: ERROR},
+        description="Move a RUNNING workload to the best other offer when it is cheaper by at least "
+        "`min_saving_pct` percent (default REBALANCE_MIN_SAVING_PCT). It is checkpointed, re-placed and "
+        "re-routed like a migration and keeps its endpoint name. 409 `no_cheaper_offer` otherwise.",
+    )
+    def post(self, request, workload_id):
+        workload = _customer_workload(request, workload_id)
+        body = RebalanceSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        margin = body.validated_data.get("min_saving_pct", Decimal(str(settings.REBALANCE_MIN_SAVING_PCT)))
+        result = services.workload_rebalance(workload_id=workload.id, min_saving_pct=margin)
+        return Response(result, status=status.HTTP_202_ACCEPTED)

@@ -8,6 +8,9 @@ and endpoint name; each instance is its own billed segment.
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +27,7 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
     WorkloadInstance,
+    WorkloadRouting,
     WorkloadStatus,
 )
 from workloads.services import (
@@ -62,11 +66,37 @@ def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
     )
     if report is not None:
         return {"final_checkpoint": report.detail.get("checkpoint")}
+    if ctx.payload.get("signal") == "rebalance":
+        checkpoint = _ask_agent_for_checkpoint(ctx)
+        if checkpoint:
+            return {"final_checkpoint": checkpoint}
     old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
     notice = scaled(NOTICE_SECONDS.get(old.provider if old else "", 30))
     if waited >= notice:
         return {"final_checkpoint": None, "reason": f"no report within the {notice:.0f} s notice"}
     raise NotYet("waiting for the agent's final checkpoint")
+
+
+def _ask_agent_for_checkpoint(ctx: StepContext) -> str | None:
+    """A planned move: ask the running agent for a checkpoint now (``POST /_agent/checkpoint``)."""
+    route = WorkloadRouting.objects.filter(workload_id=ctx.workload.id).first()
+    if route is None:
+        return None
+    request = urllib.request.Request(f"http://{route.endpoint}/_agent/checkpoint", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            checkpoint = json.loads(response.read()).get("checkpoint")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None  # not our agent, or it could not save: the notice-time wait decides
+    if checkpoint:
+        WorkloadEvent.objects.create(
+            workload_id=ctx.workload.id,
+            kind=WorkloadEvent.Kind.INFO,
+            name=FINAL_CHECKPOINT_EVENT,
+            message=f"The agent saved checkpoint {checkpoint} before the planned move.",
+            detail={"checkpoint": checkpoint},
+        )
+    return checkpoint
 
 
 def terminate_old_instance(ctx: StepContext) -> dict[str, Any]:
