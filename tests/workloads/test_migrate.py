@@ -300,3 +300,30 @@ def test_rebalance_of_a_workload_that_is_not_running_is_a_409_and_another_custom
     assert response.status_code == 409 and response.json()["error"]["current_state"] == "PENDING"
     stranger = api_key_for(WorkloadFactory())
     assert stranger.post(f"/api/v1/workloads/{pending.id}/rebalance", data={}, format="json").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unhealthy_workload_with_recovery_migrate_is_replaced(catalog, worker, local_cloud_clean, settings):
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    _, key = customer_with_key()
+    workload = submit(api_for(key))
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING
+    run_succeeds(workload, "provision")
+    first = WorkloadInstance.objects.get(workload=workload)
+    endpoint = WorkloadRouting.objects.get(workload=workload).endpoint
+    urllib.request.urlopen(urllib.request.Request(f"http://{endpoint}/_agent/unhealthy", method="POST"), timeout=5)
+
+    health_sweep_run()
+    health_sweep_run()
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING  # two failures are not yet a verdict
+    health_sweep_run()
+
+    run_succeeds(workload, "migrate")
+    workload.refresh_from_db()
+    assert workload.status == S.RUNNING
+    assert WorkloadEvent.objects.filter(workload=workload, name="health_check_fail").exists()
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    assert get_json(f"http://{WorkloadRouting.objects.get(workload=workload).endpoint}/health")[0] == 200
+    assert second.instance_id != first.instance_id
+    assert not local_cloud_clean.process_alive(first.instance_id)
