@@ -15,7 +15,7 @@ from tests.live import wait_until
 from tests.workloads.test_provision import api_for, get_json, reaches, run_succeeds, submit
 from workloads import routing
 from workloads.agent_tokens import agent_token_for
-from workloads.models import Notification, WorkloadEvent, WorkloadInstance, WorkloadRouting, WorkloadStatus
+from workloads.models import Notification, WorkflowRun, WorkloadEvent, WorkloadInstance, WorkloadRouting, WorkloadStatus
 from workloads.monitoring import health_sweep_run
 
 S = WorkloadStatus
@@ -196,6 +196,8 @@ def test_a_checkpointed_workload_resumes_its_work_on_the_new_instance(durable_wo
     )
     saved = checkpoint_progress(workload, final.detail["checkpoint"])
     run_succeeds(workload, "migrate")
+    waited = WorkflowRun.objects.get(workload=workload, kind="migrate").steps.get(name="wait-for-final-checkpoint")
+    assert waited.result["final_checkpoint"] == final.detail["checkpoint"]  # used at once, not timed out
     workload.refresh_from_db()
     assert workload.status == S.RUNNING
     second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)

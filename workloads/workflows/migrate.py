@@ -57,10 +57,12 @@ def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
         raise NotYet("letting requests in flight to the old instance finish")
     if not (ctx.workload.config.get("storage") or {}).get("enabled"):
         return {"final_checkpoint": None, "reason": "storage is off"}
+    old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
+    # The agent reports its final checkpoint with (so just before) the interruption it announces:
+    # any report made while the old instance lived is this one.
+    since = old.created_at if old is not None else ctx.run.created_at
     report = (
-        WorkloadEvent.objects.filter(
-            workload=ctx.workload, name=FINAL_CHECKPOINT_EVENT, created_at__gte=ctx.run.created_at
-        )
+        WorkloadEvent.objects.filter(workload=ctx.workload, name=FINAL_CHECKPOINT_EVENT, created_at__gte=since)
         .order_by("-created_at")
         .first()
     )
@@ -70,7 +72,6 @@ def wait_for_final_checkpoint(ctx: StepContext) -> dict[str, Any]:
         checkpoint = _ask_agent_for_checkpoint(ctx)
         if checkpoint:
             return {"final_checkpoint": checkpoint}
-    old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
     notice = scaled(NOTICE_SECONDS.get(old.provider if old else "", 30))
     if waited >= notice:
         return {"final_checkpoint": None, "reason": f"no report within the {notice:.0f} s notice"}
