@@ -17,72 +17,29 @@ that both leave the bucket and the index empty. The last line is the headline:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from throwaway import throwaway_database  # bench/ is the script's own directory
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "expiry-bench"
 
 
-def _postgres(admin_url: str, statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(statement)
-
-
 def setup(endpoint: str) -> tuple[str, callable]:
     """Settings pointed at a fresh database and the S3 server; returns a description and a clean-up."""
-    var_dir = tempfile.TemporaryDirectory(prefix="expiry-bench-")
-    os.environ.update(
-        {
-            "ARBITRAGE_VAR_DIR": var_dir.name,
-            "DJANGO_SETTINGS_MODULE": "arbitrage.settings",
+    return throwaway_database(
+        "expiry",
+        env={
             "STORAGE_BUCKET": BUCKET,
             "STORAGE_ENDPOINT_URL": endpoint,
             "STORAGE_REGION": "us-east-1",
             "STORAGE_ACCESS_KEY_ID": "bench",
             "STORAGE_SECRET_ACCESS_KEY": "bench-secret",
             "STORAGE_ADDRESSING_STYLE": "path",
-        }
+        },
     )
-    url = os.environ.get("DATABASE_URL", "")
-    drop = None
-    if url.startswith(("postgres://", "postgresql://", "pgsql://")):
-        parts = urlsplit(url)
-        name = (parts.path.lstrip("/") or "postgres") + "_expiry_bench"
-        _postgres(url, f'DROP DATABASE IF EXISTS "{name}"')
-        _postgres(url, f'CREATE DATABASE "{name}"')
-        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{name}"))
-        description = f"PostgreSQL (throwaway database {name})"
-
-        def drop() -> None:
-            _postgres(url, f'DROP DATABASE IF EXISTS "{name}"')
-    else:
-        os.environ.pop("DATABASE_URL", None)
-        description = f"SQLite (throwaway file under {var_dir.name})"
-
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", interactive=False, verbosity=0)
-
-    def cleanup() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        if drop is not None:
-            drop()
-        var_dir.cleanup()
-
-    return description, cleanup
 
 
 def seed(backend, workload_id, n: int) -> None:

@@ -15,15 +15,14 @@ answer. The last line is the headline: ``placement ratio: <naive p99 / ours p99>
 from __future__ import annotations
 
 import math
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from throwaway import throwaway_database  # bench/ is the script's own directory
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1_000, 10_000, 100_000)
@@ -37,56 +36,9 @@ SEED = 20250628
 # --- a throwaway database -----------------------------------------------------------
 
 
-def _postgres_bench_url(url: str) -> tuple[str, str, str]:
-    """(admin URL, bench URL, bench database name): a database beside the configured one."""
-    parts = urlsplit(url)
-    name = (parts.path.lstrip("/") or "postgres") + "_placement_bench"
-    return url, urlunsplit(parts._replace(path=f"/{name}")), name
-
-
-def _postgres(admin_url: str, statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(statement)
-
-
 def setup_database() -> tuple[str, callable]:
     """Point the settings at a fresh database; returns its description and a clean-up."""
-    var_dir = tempfile.TemporaryDirectory(prefix="placement-bench-")
-    os.environ["ARBITRAGE_VAR_DIR"] = var_dir.name
-    os.environ["DJANGO_SETTINGS_MODULE"] = "arbitrage.settings"
-    url = os.environ.get("DATABASE_URL", "")
-    drop = None
-    if url.startswith(("postgres://", "postgresql://", "pgsql://")):
-        admin_url, bench_url, name = _postgres_bench_url(url)
-        _postgres(admin_url, f'DROP DATABASE IF EXISTS "{name}"')
-        _postgres(admin_url, f'CREATE DATABASE "{name}"')
-        os.environ["DATABASE_URL"] = bench_url
-        description = f"PostgreSQL (throwaway database {name})"
-
-        def drop() -> None:
-            _postgres(admin_url, f'DROP DATABASE IF EXISTS "{name}"')
-    else:
-        os.environ.pop("DATABASE_URL", None)
-        description = f"SQLite (throwaway file under {var_dir.name})"
-
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", interactive=False, verbosity=0)
-
-    def cleanup() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        if drop is not None:
-            drop()
-        var_dir.cleanup()
-
-    return description, cleanup
+    return throwaway_database("placement")
 
 
 # --- a synthetic catalog ------------------------------------------------------------

@@ -361,6 +361,19 @@ def test_a_private_workload_admits_only_its_customers_key_or_its_access_token(ga
 # --- route changes --------------------------------------------------------------
 
 
+def request_loop(url: str, host: str, results: list, stop: threading.Event) -> None:
+    """GET the workload by name until ``stop``; record (status, instance id, Retry-After) of each answer."""
+    with httpx.Client(timeout=60) as http:
+        while not stop.is_set():
+            try:
+                response = http.get(f"{url}/", headers={"Host": host})
+                body = response.json()
+            except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions report it
+                results.append((0, repr(exc), None))
+                continue
+            results.append((response.status_code, body.get("instance_id"), response.headers.get("retry-after")))
+
+
 def test_requests_keep_reaching_the_workload_across_a_migration(gateway, agent_factory):
     """Migration simulated by hand (the migration workflow is issue 6): interrupt, new instance, re-route."""
     old = agent_factory("i-old")
@@ -368,18 +381,9 @@ def test_requests_keep_reaching_the_workload_across_a_migration(gateway, agent_f
     results: list[tuple[int, str | None, str | None]] = []
     stop = threading.Event()
 
-    def loop() -> None:
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    response = client.get(f"{gateway.url}/", headers={"Host": workload.endpoint})
-                    body = response.json()
-                except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions below report it
-                    results.append((0, repr(exc), None))
-                    continue
-                results.append((response.status_code, body.get("instance_id"), response.headers.get("retry-after")))
-
-    clients = [threading.Thread(target=loop) for _ in range(3)]
+    clients = [
+        threading.Thread(target=request_loop, args=(gateway.url, workload.endpoint, results, stop)) for _ in range(3)
+    ]
     for thread in clients:
         thread.start()
     wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
@@ -477,18 +481,9 @@ def test_the_endpoint_name_keeps_answering_through_a_real_migration(
     results: list[tuple[int, str | None, str | None]] = []
     stop = threading.Event()
 
-    def loop() -> None:
-        with httpx.Client(timeout=60) as http:
-            while not stop.is_set():
-                try:
-                    response = http.get(f"{gateway.url}/", headers={"Host": workload.endpoint})
-                    body = response.json()
-                except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions below report it
-                    results.append((0, repr(exc), None))
-                    continue
-                results.append((response.status_code, body.get("instance_id"), response.headers.get("retry-after")))
-
-    clients = [threading.Thread(target=loop) for _ in range(2)]
+    clients = [
+        threading.Thread(target=request_loop, args=(gateway.url, workload.endpoint, results, stop)) for _ in range(2)
+    ]
     for thread in clients:
         thread.start()
     wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
