@@ -16,13 +16,15 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from arbitrage.errors import DomainError
 from placement.clouds.base import get_cloud
 from workloads import routing
-from workloads.errors import IdempotencyKeyReused, TransitionRefused
+from workloads.errors import IdempotencyKeyReused, NoCheaperOffer, TransitionRefused
 from workloads.models import (
     TRANSITIONS,
     ApiKey,
@@ -31,6 +33,7 @@ from workloads.models import (
     InstanceStatus,
     RecoveryPolicy,
     WorkflowKind,
+    WorkflowRun,
     Workload,
     WorkloadEvent,
     WorkloadInstance,
@@ -338,9 +341,6 @@ def workload_mark_unhealthy(*, workload_id: UUID | str, reason: str) -> bool:
 
 def _recovery_start(workload: Workload, *, instance: WorkloadInstance | None, reason: str) -> None:
     """Migrate (policy ``migrate``, under the daily limit) or terminate; inside the caller's transaction."""
-    from django.conf import settings
-
-    from workloads.models import RecoveryPolicy, WorkflowRun
 
     since = timezone.now() - timedelta(hours=24)
     recent = WorkflowRun.objects.filter(workload=workload, kind=WorkflowKind.MIGRATE, created_at__gte=since).count()
@@ -372,9 +372,7 @@ def agent_interruption_report(*, workload_id: UUID | str, checkpoint: str | None
 
 def workload_simulate_interruption(*, workload_id: UUID | str, grace_seconds: float) -> datetime:
     """Give a RUNNING workload's local-cloud instance a spot interruption notice (operators, demos, tests)."""
-    from django.conf import settings
 
-    from arbitrage.errors import DomainError
     from placement.clouds import local
 
     workload = Workload.objects.get(id=workload_id)
@@ -398,7 +396,6 @@ def workload_rebalance(*, workload_id: UUID | str, min_saving_pct: Decimal) -> d
     """
     from placement.errors import NoPlacement
     from placement.selectors import placement_candidates
-    from workloads.errors import NoCheaperOffer
 
     with transaction.atomic():
         workload = Workload.objects.select_for_update().get(id=workload_id)

@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -279,8 +280,6 @@ def register_routing(ctx: StepContext) -> dict[str, Any]:
         workload = Workload.objects.select_for_update().get(id=workload_id)
         workload_transition_locked(workload, "mark_ready", message=f"Running at {ready['address']}.")
         address = ready["address"]
-        from django.db import transaction
-
         transaction.on_commit(lambda: routing.kv_set_endpoint(workload_id=workload_id, endpoint=address))
 
     ctx.on_commit_effects(register)
@@ -361,8 +360,6 @@ def notify_customer(ctx: StepContext) -> dict[str, Any]:
 def provision_cleanup(run: WorkflowRun) -> None:
     """Nothing left running and billed: terminate what the run made, drop routing, fail the workload."""
     workload_instances_release(workload_id=run.workload_id, reason=f"provisioning gave up: {run.error}")
-    from django.db import transaction
-
     with transaction.atomic():
         workload = Workload.objects.select_for_update().get(id=run.workload_id)
         transition = {S.PENDING: "reject", S.PROVISIONING: "fail_provisioning"}.get(workload.status)
