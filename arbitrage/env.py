@@ -105,6 +105,20 @@ def env_mapping(name: str, default: dict[str, str], *, keys: set[str], values: s
     return mapping
 
 
+def env_pairs(name: str) -> dict[str, str]:
+    """``"key=value,key=value"`` with free-form keys (regions, zones) and non-empty values."""
+    raw = os.environ.get(name, "")
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(name, f"expected comma-separated KEY=VALUE pairs, got {item.strip()!r}")
+        pairs[key] = value
+    return pairs
+
+
 def env_url(name: str, *, schemes: set[str], default: str = "") -> str:
     """A URL whose scheme is one of ``schemes``; empty when unset and no default."""
     raw = os.environ.get(name, default).strip()

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import dj_database_url
 
-from arbitrage.env import ConfigError, env_bool, env_float, env_int, env_list, env_mapping, env_str, env_url
+from arbitrage.env import (
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_mapping,
+    env_pairs,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ARBITRAGE_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -299,6 +309,60 @@ CLOUD_BACKENDS = env_mapping(
     dict.fromkeys(CLOUD_PROVIDERS, "local"),
     keys=set(CLOUD_PROVIDERS),
     values={"local", "aws", "gcp", "azure"},
+)
+for _provider, _backend in CLOUD_BACKENDS.items():
+    if _backend not in ("local", _provider):
+        raise ConfigError("CLOUD_BACKENDS", f"{_provider} can run on 'local' or '{_provider}', not {_backend!r}")
+# Regions each provider is used in (reconciliation lists instances there);
+# "aws=us-east-1|eu-west-1,gcp=us-central1". A provider not named here uses the
+# regions of its pools in the catalog.
+CLOUD_REGIONS = {
+    provider: [region for region in regions.split("|") if region]
+    for provider, regions in env_pairs("CLOUD_REGIONS").items()
+}
+if set(CLOUD_REGIONS) - set(CLOUD_PROVIDERS):
+    raise ConfigError("CLOUD_REGIONS", f"providers must be among {', '.join(CLOUD_PROVIDERS)}")
+# How the control plane reaches an instance's health-check port: by its public
+# address, or by its private one (when it runs inside the same network / a peered VPC).
+CLOUD_INSTANCE_ADDRESS = env_str("CLOUD_INSTANCE_ADDRESS", "public")
+if CLOUD_INSTANCE_ADDRESS not in ("public", "private"):
+    raise ConfigError("CLOUD_INSTANCE_ADDRESS", f"expected public or private, got {CLOUD_INSTANCE_ADDRESS!r}")
+# Reconciliation: a managed instance no workload owns is terminated once it is
+# older than this (a create in flight has not recorded its instance yet).
+RECONCILE_GRACE_SECONDS = env_int("RECONCILE_GRACE_SECONDS", 900, minimum=0, maximum=7 * 86400)
+CLOUD_API_TIMEOUT_SECONDS = env_int("CLOUD_API_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
+
+# AWS (backend "aws"): credentials the standard boto3 way (AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role). Per region: the AMI and
+# security group; per availability zone: the subnet ("us-east-1a=subnet-0abc").
+AWS_EC2_ENDPOINT_URL = env_url("AWS_EC2_ENDPOINT_URL", schemes={"http", "https"})
+AWS_AMI_IDS = env_pairs("AWS_AMI_IDS")
+AWS_SECURITY_GROUP_IDS = env_pairs("AWS_SECURITY_GROUP_IDS")
+AWS_SUBNET_IDS = env_pairs("AWS_SUBNET_IDS")
+AWS_KEY_NAME = env_str("AWS_KEY_NAME")
+AWS_IAM_INSTANCE_PROFILE = env_str("AWS_IAM_INSTANCE_PROFILE")
+# Per region, the SQS queue EventBridge sends "EC2 Spot Instance Interruption Warning" events to.
+AWS_INTERRUPTION_QUEUE_URLS = env_pairs("AWS_INTERRUPTION_QUEUE_URLS")
+
+# GCP (backend "gcp"): a service-account key file, or Application Default Credentials.
+GCP_PROJECT = env_str("GCP_PROJECT")
+GCP_CREDENTIALS_FILE = env_str("GCP_CREDENTIALS_FILE")
+GCP_NETWORK = env_str("GCP_NETWORK", "global/networks/default")
+GCP_SUBNETWORKS = env_pairs("GCP_SUBNETWORKS")  # region=regions/<region>/subnetworks/<name>
+GCP_IMAGE = env_str("GCP_IMAGE", "projects/debian-cloud/global/images/family/debian-12")
+GCP_COMPUTE_ENDPOINT = env_url("GCP_COMPUTE_ENDPOINT", schemes={"http", "https"})
+
+# Azure (backend "azure"): service-principal credentials the azure-identity way
+# (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), or a managed identity.
+AZURE_SUBSCRIPTION_ID = env_str("AZURE_SUBSCRIPTION_ID")
+AZURE_RESOURCE_GROUP = env_str("AZURE_RESOURCE_GROUP")
+# Per region (location), the subnet's resource id the VMs' network interfaces join.
+AZURE_SUBNET_IDS = env_pairs("AZURE_SUBNET_IDS")
+AZURE_IMAGE = env_str("AZURE_IMAGE", "Canonical:ubuntu-24_04-lts:server:latest")  # publisher:offer:sku:version
+AZURE_ADMIN_USERNAME = env_str("AZURE_ADMIN_USERNAME", "arbitrage")
+AZURE_SSH_PUBLIC_KEY = env_str("AZURE_SSH_PUBLIC_KEY")
+AZURE_RESOURCE_MANAGER_URL = env_url(
+    "AZURE_RESOURCE_MANAGER_URL", schemes={"http", "https"}, default="https://management.azure.com"
 )
 
 # --- Gateway ------------------------------------------------------------------

@@ -15,6 +15,7 @@ Workflows only ever call ``get_cloud(provider)``.
 from __future__ import annotations
 
 import enum
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,10 +71,39 @@ class InstanceInfo:
     tags: dict[str, str] = field(default_factory=dict)
     launched_at: datetime | None = None
     state_reason: str = ""
+    # The cloud's still-running create operation, when creation is asynchronous
+    # (a GCP zone operation name, an Azure continuation token): the workflow keeps
+    # it and passes it back to ``get_instance_status`` from later tasks.
+    operation: str = ""
 
     def address(self, health_check_port: int) -> str:
         """``host:port`` where the workload answers."""
         return f"{self.public_ip}:{self.service_port or health_check_port}"
+
+
+@dataclass(frozen=True)
+class InterruptionWarning:
+    """The cloud announced it will reclaim a spot instance (e.g. AWS's two-minute warning)."""
+
+    instance_id: str
+    region: str
+    deadline: datetime | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+def startup_script(request: InstanceRequest) -> str:
+    """The shell script a cloud instance runs at boot: the workload's environment, then its command.
+
+    AWS passes it as user data, GCP as the ``startup-script`` metadata item,
+    Azure as custom data; an explicit ``request.user_data`` wins.
+    """
+    if request.user_data:
+        return request.user_data
+    lines = ["#!/bin/sh", "set -e"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(request.env.items())]
+    if request.command:
+        lines.append("exec " + " ".join(shlex.quote(part) for part in request.command))
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -145,8 +175,14 @@ class CloudAdapter(ABC):
         """Create (or find, by ``request.idempotency_token``) one spot instance."""
 
     @abstractmethod
-    def get_instance_status(self, instance_id: str, region: str) -> InstanceInfo:
-        """Current state; raises ``InstanceNotFound`` if the cloud has no such instance."""
+    def get_instance_status(self, instance_id: str, region: str, *, operation: str = "") -> InstanceInfo:
+        """Current state; raises ``InstanceNotFound`` if the cloud has no such instance.
+
+        ``operation`` is the ``InstanceInfo.operation`` the create returned: while
+        it runs the instance is PENDING; if it failed, its error is raised here,
+        normalised (``CapacityError`` and the rest), so the workflow can move on
+        to the next candidate. One status call per check: it never blocks.
+        """
 
     @abstractmethod
     def terminate_instance(self, instance_id: str, region: str) -> None:
@@ -155,6 +191,14 @@ class CloudAdapter(ABC):
     @abstractmethod
     def list_managed_instances(self, region: str) -> list[InstanceInfo]:
         """Instances in ``region`` tagged ``managed-by: compute-arbitrage``."""
+
+    def interruption_warnings(self, region: str) -> list[InterruptionWarning]:
+        """Spot interruption warnings the cloud has sent for ``region`` since the last call.
+
+        Clouds without a warning channel return nothing; their interruptions are
+        seen as PREEMPTED status by the health sweep and reconciliation.
+        """
+        return []
 
 
 class PriceSource(ABC):

@@ -529,7 +529,8 @@ class LocalCloud(base.CloudAdapter):
             return None
         return record
 
-    def get_instance_status(self, instance_id: str, region: str) -> InstanceInfo:
+    def get_instance_status(self, instance_id: str, region: str, *, operation: str = "") -> InstanceInfo:
+        # Local creates are synchronous: there is never an operation to follow.
         record = self._own(instance_id, region)
         if record is None:
             raise base.InstanceNotFound(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+
 from django.conf import settings
 
 from arbitrage.env import ConfigError
 from placement.clouds import base
 
-
-def _load_backends() -> None:
-    # Importing a backend module registers its factory.
-    from placement.clouds import local  # noqa: F401
+#: Importing a backend's module registers its factory; a cloud's SDK loads only when it is configured.
+BACKEND_MODULES = {
+    "local": "placement.clouds.local",
+    "aws": "placement.clouds.aws",
+    "gcp": "placement.clouds.gcp",
+    "azure": "placement.clouds.azure",
+}
 
 
 def register_configured_clouds() -> None:
-    _load_backends()
+    for backend in set(settings.CLOUD_BACKENDS.values()):
+        importlib.import_module(BACKEND_MODULES[backend])
     factories = base.cloud_factories()
     for provider, backend in settings.CLOUD_BACKENDS.items():
         if backend not in factories:
