@@ -361,6 +361,9 @@ AZURE_SUBNET_IDS = env_pairs("AZURE_SUBNET_IDS")
 AZURE_IMAGE = env_str("AZURE_IMAGE", "Canonical:ubuntu-24_04-lts:server:latest")  # publisher:offer:sku:version
 AZURE_ADMIN_USERNAME = env_str("AZURE_ADMIN_USERNAME", "arbitrage")
 AZURE_SSH_PUBLIC_KEY = env_str("AZURE_SSH_PUBLIC_KEY")
+# A bearer token used as-is instead of azure-identity (an emulator, or a short run with
+# `az account get-access-token`); leave empty in production.
+AZURE_ACCESS_TOKEN = env_str("AZURE_ACCESS_TOKEN")
 AZURE_RESOURCE_MANAGER_URL = env_url(
     "AZURE_RESOURCE_MANAGER_URL", schemes={"http", "https"}, default="https://management.azure.com"
 )
@@ -427,3 +430,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Metrics and logs ---------------------------------------------------------------
+# /metrics (Prometheus text format) answers staff users, and scrapers sending
+# "Authorization: Bearer <METRICS_TOKEN>"; METRICS_PUBLIC=true opens it to anyone.
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# "text" for people, "json" for a log pipeline: one object per line, with workload_id and run_id.
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ConfigError("LOG_FORMAT", f"expected text or json, got {LOG_FORMAT!r}")

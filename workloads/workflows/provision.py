@@ -204,6 +204,7 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
             "instance_id": info.instance_id,
             "provider": candidate.provider,
             "region": candidate.region,
+            "operation": info.operation,
             "placement": candidate.as_dict(),
             "skipped": skipped,
         }
@@ -227,7 +228,9 @@ def _pool_name(candidate: Candidate) -> str:
 def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
     created = ctx.result_of("provision-cloud-resources")
     try:
-        info = get_cloud(created["provider"]).get_instance_status(created["instance_id"], created["region"])
+        info = get_cloud(created["provider"]).get_instance_status(
+            created["instance_id"], created["region"], operation=created.get("operation", "")
+        )
     except TransientCloudError as error:
         raise NotYet(f"status unavailable: {error.message}") from None
     except InstanceNotFound:
