@@ -16,6 +16,7 @@ from workloads.workflows.engine import (
     Poll,
     RetryLater,
     RetryPolicy,
+    Rewind,
     Step,
     StepFailed,
     Stop,
@@ -63,6 +64,10 @@ def gives_up(ctx):
     raise StepFailed("nothing fits")
 
 
+def goes_back(ctx):
+    raise Rewind("second", "capacity gone after the create")
+
+
 TEST_FLOW = engine.register(
     Workflow(
         kind="test-flow",
@@ -77,6 +82,7 @@ TEST_FLOW = engine.register(
             Step("waiting", waiting, poll=Poll(every_seconds=5, max_checks=3, timeout_message="Timeout waiting")),
             Step("broken-effect", broken_effect),
             Step("gives-up", gives_up),
+            Step("goes-back", goes_back),
         ),
         cleanup=lambda run: cleanups.append(str(run.id)),
     )
@@ -192,3 +198,31 @@ def test_resume_restarts_a_stalled_run_from_its_first_unfinished_step(run, djang
 def test_resume_leaves_runs_that_are_making_progress_alone(run):
     execute(run, "first")
     assert workflow_resume_stalled(stalled_for=timedelta(minutes=2)) == []
+
+
+def test_a_rewind_reruns_the_workflow_from_an_earlier_step_on_a_new_chain(run, django_capture_on_commit_callbacks):
+    execute(run, "first")
+    execute(run, "second")
+    with django_capture_on_commit_callbacks(execute=False) as enqueued:
+        outcome = execute(run, "goes-back")
+    assert outcome == Stop("rewound to second")
+    assert len(enqueued) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.chain_generation == 1 and run.payload["rewinds"] == 1
+    statuses = dict(run.steps.values_list("name", "status"))
+    assert statuses["first"] == StepStatus.SUCCEEDED
+    assert statuses["second"] == StepStatus.PENDING and statuses["goes-back"] == StepStatus.PENDING
+    assert execute(run, "second") == Done({"previous": 2})
+    assert calls == ["first", "second", "second"]
+    assert "capacity gone after the create; back to second" in WorkloadEvent.objects.get(name="goes-back").message
+
+
+def test_a_run_that_keeps_rewinding_gives_up(run, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        for _ in range(engine.MAX_REWINDS):
+            run.refresh_from_db()
+            assert execute(run, "goes-back") == Stop("rewound to second")
+        run.refresh_from_db()
+        execute(run, "goes-back")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "gave up after 5 fresh placements" in run.error

@@ -58,6 +58,24 @@ class StepFailed(Exception):
     """Give up the run with this message (the workload's failure reason)."""
 
 
+class Rewind(Exception):
+    """Go back to an earlier step and run the workflow on from there.
+
+    Raised when an outcome seen late voids earlier results: a cloud that
+    accepted a create and then reported "no capacity" from its operation sends
+    the run back to find-placement, which now skips the blocked pool.
+    """
+
+    def __init__(self, to_step: str, reason: str) -> None:
+        super().__init__(reason)
+        self.to_step = to_step
+        self.reason = reason
+
+
+#: A run goes back at most this many times; each rewind blocks a pool, so this is never the limit in practice.
+MAX_REWINDS = 5
+
+
 class _RunStopped(Exception):
     """The run was cancelled or failed while this step was running."""
 
@@ -287,6 +305,8 @@ def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int
         return RetryLater(scaled(poll.every_seconds))
     except StepFailed as failure:
         return _give_up(run, step_name, str(failure))
+    except Rewind as rewind:
+        return _rewind(run, step_name, rewind)
     except DomainError as refused:
         # e.g. a transition refused because the workload moved on meanwhile.
         return _give_up(run, step_name, refused.message)
@@ -372,6 +392,38 @@ def _give_up(run: WorkflowRun, step_name: str, error: str) -> Stop:
             transaction.on_commit(lambda: _enqueue_cleanup(locked.id))
     logger.warning("%s run %s gave up at %s: %s", run.kind, run.id, step_name, error)
     return Stop(error)
+
+
+def _rewind(run: WorkflowRun, step_name: str, rewind: Rewind) -> Stop:
+    """Reset ``rewind.to_step`` and every later step, and enqueue a new chain from there."""
+    workflow = WORKFLOWS[run.kind]
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            return Stop(f"run is {locked.status}")
+        rewinds = int(locked.payload.get("rewinds", 0)) + 1
+        if rewinds > MAX_REWINDS:
+            return _give_up(locked, step_name, f"{rewind.reason} (gave up after {MAX_REWINDS} fresh placements)")
+        target = WorkflowStep.objects.get(run=locked, name=rewind.to_step)
+        WorkflowStep.objects.filter(run=locked, position__gte=target.position).update(
+            status=StepStatus.PENDING, result=None, error="", attempts=0, started_at=None, finished_at=None
+        )
+        locked.payload = {**locked.payload, "rewinds": rewinds}
+        locked.chain_generation += 1
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["payload", "chain_generation", "heartbeat_at"])
+        WorkloadEvent.objects.create(
+            workload_id=locked.workload_id,
+            kind=WorkloadEvent.Kind.STEP,
+            name=step_name,
+            message=f"{locked.kind}: {step_name}: {rewind.reason}; back to {rewind.to_step}",
+            detail={"run_id": str(locked.id), "rewind": rewinds},
+        )
+        remaining = tuple(name for name in workflow.step_names[target.position - 1 :])
+        generation = locked.chain_generation
+        transaction.on_commit(lambda: _enqueue_chain(locked.id, remaining, generation))
+    logger.info("%s run %s back to %s: %s", run.kind, run.id, rewind.to_step, rewind.reason)
+    return Stop(f"rewound to {rewind.to_step}")
 
 
 def _enqueue_cleanup(run_id: UUID) -> None:

@@ -51,6 +51,7 @@ from workloads.workflows.engine import (
     NotYet,
     Poll,
     RetryPolicy,
+    Rewind,
     Step,
     StepContext,
     StepFailed,
@@ -235,6 +236,13 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
         raise NotYet(f"status unavailable: {error.message}") from None
     except InstanceNotFound:
         raise StepFailed("Instance failed to start: it no longer exists") from None
+    except NEXT_CANDIDATE_ERRORS as refused:
+        # The cloud accepted the create, then its operation found no capacity (GCP, Azure).
+        _abandon_create(ctx, created, refused)
+        pool = _pool_name(Candidate.from_dict(created["placement"]))
+        raise Rewind("find-placement", f"{pool}: {refused.message}") from None
+    except PermanentCloudError as error:
+        raise StepFailed(f"{created['provider']} refused the instance: {error.message}") from None
     if info.state == InstanceState.RUNNING:
         port = ctx.workload.config.get("health_check_port", 8080)
         return {"public_ip": info.public_ip, "address": info.address(port)}
@@ -242,6 +250,23 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
         reason = f" ({info.state_reason})" if info.state_reason else ""
         raise StepFailed(f"Instance failed to start: {info.state}{reason}")
     raise NotYet(f"instance is {info.state}")
+
+
+def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception) -> None:
+    """Block the refused pool and remove what the failed create left (Azure keeps a failed VM resource)."""
+    placement = created["placement"]
+    pool_block(
+        provider=placement["provider"],
+        region=placement["region"],
+        availability_zone=placement["availability_zone"],
+        instance_type=placement["instance_type"],
+        reason=f"{type(refused).__name__}: {refused}",
+    )
+    get_cloud(created["provider"]).terminate_instance(created["instance_id"], created["region"])
+    # The capacity was never allocated: no segment to bill (the rewind event keeps the record).
+    WorkloadInstance.objects.filter(
+        workload_id=ctx.workload.id, instance_id=created["instance_id"], usage_record__isnull=True
+    ).delete()
 
 
 # 6 ---------------------------------------------------------------------------------
