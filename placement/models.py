@@ -178,3 +178,45 @@ class PriceRefresh(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} refresh {self.started_at:%Y-%m-%d %H:%M} {self.status}"
+
+
+class ReconcileFinding(models.Model):
+    """What reconciliation found comparing a cloud's managed instances with the database.
+
+    A *leak* is an instance tagged ``managed-by`` that no workload owns: it is
+    terminated once older than ``RECONCILE_GRACE_SECONDS``. A *lost* instance is
+    a RUNNING workload's instance the cloud no longer has: the workload goes to
+    the interruption handling. One row per (provider, instance, kind).
+    """
+
+    class Kind(models.TextChoices):
+        LEAK = "leak", "Instance no workload owns"
+        LOST = "lost", "Running workload's instance is gone"
+
+    class Outcome(models.TextChoices):
+        WAITING = "waiting", "Inside the grace period"
+        TERMINATED = "terminated", "Terminated"
+        INTERRUPTED = "interrupted", "Handed to interruption handling"
+        GONE = "gone", "Gone before acting"
+
+    provider = models.CharField(max_length=8, choices=[(p, p) for p in PROVIDERS])
+    region = models.CharField(max_length=64)
+    instance_id = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    # Plain id, not a foreign key: a leak has no workload, and findings outlive workloads.
+    workload_id = models.UUIDField(null=True, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    acted_at = models.DateTimeField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "instance_id", "kind"], name="reconcile_finding_unique")
+        ]
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.provider}/{self.region}/{self.instance_id}: {self.outcome}"
