@@ -32,7 +32,7 @@ def launch_outside_the_system(token: str, *, launched_seconds_ago: float, manage
     """An instance someone (or a crashed run) made with our tag; no workload row owns it."""
     tags = {MANAGED_BY_TAG: MANAGED_BY_VALUE} if managed else {}
     info = local.LocalCloud("aws").create_spot_instance(
-        InstanceRequest(token, REGION, "us-east-1a", "m5.large", Decimal("1"), tags)
+        InstanceRequest(f"{token}-{uuid.uuid4().hex}", REGION, "us-east-1a", "m5.large", Decimal("1"), tags)
     )
     record = local._load(info.instance_id)
     local._save({**record, "launched_at": time.time() - launched_seconds_ago})
