@@ -59,3 +59,18 @@ def health_sweep() -> dict:
     from workloads.monitoring import health_sweep_run
 
     return health_sweep_run().__dict__
+
+
+@shared_task(name="workloads.cloud_reconcile", ignore_result=True)
+def cloud_reconcile() -> dict:
+    from workloads.reconciliation import cloud_reconcile as reconcile
+
+    report = reconcile()
+    return {action: report.count(action) for action in ("terminate", "wait", "interrupt", "error")}
+
+
+@shared_task(name="workloads.cloud_interruption_warnings", ignore_result=True)
+def cloud_interruption_warnings() -> list[str]:
+    from workloads.reconciliation import cloud_interruption_warnings_poll
+
+    return cloud_interruption_warnings_poll()
