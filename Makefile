@@ -25,6 +25,7 @@ run: $(VENV)/.runtime
 
 ## test: the whole suite (embedded default unless DATABASE_URL/REDIS_URL say otherwise)
 test: $(VENV)/.dev
+	.ci/ensure-chromium
 	$(PY) -m pytest
 
 ## lint: ruff check and ruff format --check
