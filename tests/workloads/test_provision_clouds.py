@@ -1,0 +1,171 @@
+"""Provisioning on the real cloud adapters, end to end: a Celery worker configured for one cloud
+through its environment, the cloud's SDK talking to a local emulator of that cloud's API.
+
+Emulated VMs do not run anything, so a small health server on 127.0.0.1 stands in for the
+workload the VM's startup script would start; the emulators report 127.0.0.1 as the VM's
+address, so the workflow's health checks reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import customer_with_key
+from tests.live import wait_until
+from tests.placement.azure_emulator import AzureEmulator
+from tests.placement.gcp_emulator import GcpEmulator
+from workloads.models import RunStatus, WorkflowKind, WorkflowRun, Workload, WorkloadEvent, WorkloadStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class StandInWorkload:
+    """Answers ``GET /health`` 200 on a free loopback port: what the VM's workload would do."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b'{"status": "ok"}'
+                self.send_response(200 if self.path == "/health" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandInWorkload]:
+    server = StandInWorkload()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def gcp() -> Iterator[GcpEmulator]:
+    with GcpEmulator() as emulator:
+        yield emulator
+
+
+def submit(provider: str, port: int, **requirements) -> Workload:
+    _, key = customer_with_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    body = {
+        "name": f"on-{provider}",
+        "requirements": {"vcpu": 2, "memory_gb": 4, "providers": [provider], **requirements},
+        "config": {"health_check_port": port},
+    }
+    response = client.post("/api/v1/workloads", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.content
+    workload = Workload.objects.get(id=response.json()["id"])
+    workload.api = client
+    return workload
+
+
+def reaches(workload: Workload, state: str, timeout: float = 90) -> None:
+    def status() -> bool:
+        workload.refresh_from_db()
+        return workload.status == state
+
+    wait_until(status, timeout=timeout, what=f"{workload.name} to be {state} (is {workload.status})")
+
+
+def terminate(workload: Workload) -> None:
+    response = workload.api.post(f"/api/v1/workloads/{workload.id}/terminate")
+    assert response.status_code in (200, 202), response.content
+    reaches(workload, WorkloadStatus.TERMINATED)
+    wait_until(
+        lambda: WorkflowRun.objects.filter(
+            workload=workload, kind=WorkflowKind.TERMINATE, status=RunStatus.SUCCEEDED
+        ).exists(),
+        what="the terminate run to finish",
+    )
+
+
+def test_a_workload_on_gcp_runs_and_its_termination_leaves_no_vm(catalog, worker_factory, gcp, stand_in):
+    worker_factory(env=gcp.environment())
+    workload = submit("gcp", stand_in.port)
+
+    reaches(workload, WorkloadStatus.RUNNING)
+
+    instance = workload.instances.get()
+    assert instance.provider == "gcp" and instance.status == "RUNNING"
+    vm = gcp.instances[instance.instance_id]
+    assert vm["scheduling"]["provisioningModel"] == "SPOT"
+    assert vm["labels"]["workload-id"] == str(workload.id)
+    assert vm["labels"]["managed-by"] == "compute-arbitrage"
+
+    terminate(workload)
+    assert gcp.instances == {}
+
+
+def test_a_gcp_zone_out_of_capacity_after_the_insert_moves_on_to_the_next_zone(catalog, worker_factory, gcp, stand_in):
+    gcp.fail_next_operation("ZONE_RESOURCE_POOL_EXHAUSTED", "The zone does not have enough resources available.")
+    worker_factory(env=gcp.environment())
+    workload = submit("gcp", stand_in.port)
+
+    reaches(workload, WorkloadStatus.RUNNING)
+
+    instance = workload.instances.get()  # the refused create left no segment to bill
+    refused_zone = gcp.inserts[0]["machineType"].split("/")[1]  # zones/<zone>/machineTypes/<type>
+    assert len(gcp.inserts) == 2
+    assert list(gcp.instances) == [instance.instance_id]
+    assert not instance.instance_id.startswith(f"{refused_zone}/")
+    assert WorkloadEvent.objects.filter(workload=workload, message__contains="back to find-placement").exists()
+    terminate(workload)
+    assert gcp.instances == {}
+
+
+@pytest.fixture
+def azure() -> Iterator[AzureEmulator]:
+    with AzureEmulator() as emulator:
+        yield emulator
+
+
+def test_a_workload_on_azure_runs_and_its_termination_leaves_no_vm(catalog, worker_factory, azure, stand_in):
+    worker_factory(env=azure.worker_env(regions=("eastus",)))
+    workload = submit("azure", stand_in.port, regions=["eastus"])
+
+    reaches(workload, WorkloadStatus.RUNNING)
+
+    instance = workload.instances.get()
+    assert instance.provider == "azure" and instance.status == "RUNNING"
+    vm = azure.vms[instance.instance_id]
+    assert vm["properties"]["priority"] == "Spot" and vm["properties"]["evictionPolicy"] == "Delete"
+    assert vm["tags"]["workload-id"] == str(workload.id)
+
+    terminate(workload)
+    assert azure.vms == {}
+
+
+def test_an_azure_allocation_failure_after_the_put_moves_on_to_the_next_offer(catalog, worker_factory, azure, stand_in):
+    azure.fail_operation("AllocationFailed", "Allocation failed. We do not have sufficient capacity.")
+    worker_factory(env=azure.worker_env(regions=("eastus",)))
+    workload = submit("azure", stand_in.port, regions=["eastus"])
+
+    reaches(workload, WorkloadStatus.RUNNING)
+
+    instance = workload.instances.get()  # the failed allocation left no segment to bill
+    assert list(azure.vms) == [instance.instance_id]  # and the failed VM resource was deleted
+    rewind = WorkloadEvent.objects.get(workload=workload, message__contains="back to find-placement")
+    assert "Allocation failed" in rewind.message
+    terminate(workload)
+    assert azure.vms == {}
