@@ -1,48 +1,553 @@
-"""AWS spot prices from EC2 ``DescribeSpotPriceHistory``, per availability zone.
+"""AWS: the EC2 spot adapter (``AwsCloud``) and the spot price source (``AwsPriceSource``).
 
-Asked with ``StartTime`` = now, the API answers the price in effect in each zone
-for each instance type (Linux/UNIX), paginated with ``NextToken``. Credentials
-come the standard boto3 way (environment, profile, instance role). On-demand
-prices are not in this API, so a refresh leaves them as the catalog has them.
+Both use boto3 and take credentials the standard boto3 way (environment,
+profile, instance role); every botocore error they meet is normalised by
+``normalise_error`` into the ``CloudError`` family of ``placement.clouds.base``.
+
+``AwsCloud`` runs instances: one-time spot instances launched with
+``RunInstances`` (terminated, not stopped, when AWS reclaims the capacity),
+found again by their idempotency token, read with ``DescribeInstances``,
+terminated with ``TerminateInstances``. The two-minute interruption warnings
+come from an SQS queue per region that an EventBridge rule feeds with
+"EC2 Spot Instance Interruption Warning" events (``AWS_INTERRUPTION_QUEUE_URLS``).
+``AWS_EC2_ENDPOINT_URL`` points EC2 at another endpoint (a VPC endpoint, or moto
+in tests).
+
+``AwsPriceSource`` reads spot prices from EC2 ``DescribeSpotPriceHistory``, per
+availability zone: asked with ``StartTime`` = now, the API answers the price in
+effect in each zone for each instance type (Linux/UNIX), paginated with
+``NextToken``. On-demand prices are not in this API, so a refresh leaves them as
+the catalog has them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 from django.conf import settings
 from django.utils import timezone
 
+from arbitrage.env import ConfigError
+from placement.clouds import base
 from placement.clouds.base import (
+    CapacityError,
+    CloudAdapter,
     CloudError,
+    InstanceInfo,
+    InstanceNotFound,
+    InstanceRequest,
+    InstanceState,
+    InterruptionWarning,
     ObservedPrice,
     PermanentCloudError,
     PriceSource,
+    PriceTooLowError,
+    QuotaError,
     TransientCloudError,
 )
 
-TRANSIENT_CODES = {
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "Unavailable",
+logger = logging.getLogger(__name__)
+
+PROVIDER = "aws"
+
+# --- error normalisation ----------------------------------------------------------------------------------
+
+#: Throttling and server-side failures: the same call may succeed if retried.
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+#: The pool has no spot capacity for us now. ``Unsupported`` is EC2's answer for an
+#: instance type not offered in that zone, and ``InsufficientFreeAddressesInSubnet``
+#: a full subnet: for both, another pool can still work.
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "InsufficientFreeAddressesInSubnet",
+        "Unsupported",
+    }
+)
+QUOTA_CODES = frozenset(
+    {"MaxSpotInstanceCountExceeded", "InstanceLimitExceeded", "VcpuLimitExceeded", "SpotInstanceLimitExceeded"}
+)
+PRICE_CODES = frozenset({"SpotMaxPriceTooLow"})
+NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+
+# Errors raised by botocore itself before or without an answer from AWS.
+_PERMANENT_BOTOCORE = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
+
+
+def normalise_error(error: Exception, *, context: str = "") -> CloudError:
+    """The ``CloudError`` for a botocore error: the kind decides what the workflow does next.
+
+    ``ClientError`` (AWS answered with an error) is classified by its code, then
+    by its HTTP status (5xx is transient, any other status permanent). Errors
+    botocore raises itself are permanent when they are about configuration
+    (credentials, region, invalid parameters) and transient otherwise (connection
+    refused or reset, timeouts). ``message`` is AWS's own message (prefixed with
+    ``context`` when given), ``code`` its error code or botocore's exception name.
+    """
+    prefix = f"{context}: " if context else ""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", "") or "")
+        message = prefix + str(details.get("Message", "") or code or error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        kind: type[CloudError]
+        if code in CAPACITY_CODES:
+            kind = CapacityError
+        elif code in QUOTA_CODES:
+            kind = QuotaError
+        elif code in PRICE_CODES:
+            kind = PriceTooLowError
+        elif code in NOT_FOUND_CODES:
+            kind = InstanceNotFound
+        elif code in TRANSIENT_CODES or status >= 500:
+            kind = TransientCloudError
+        else:  # InvalidAMIID.*, AuthFailure, UnauthorizedOperation, InvalidParameter*, any other 4xx
+            kind = PermanentCloudError
+        return kind(message, provider=PROVIDER, code=code)
+    code = type(error).__name__
+    if isinstance(error, _PERMANENT_BOTOCORE):
+        return PermanentCloudError(prefix + str(error), provider=PROVIDER, code=code)
+    if isinstance(error, BotoCoreError):  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ...
+        return TransientCloudError(prefix + str(error), provider=PROVIDER, code=code)
+    return PermanentCloudError(prefix + str(error), provider=PROVIDER, code=code)
+
+
+@contextlib.contextmanager
+def _normalised(context: str = "") -> Iterator[None]:
+    """Run AWS calls, raising any botocore error as its ``CloudError``."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise normalise_error(error, context=context) from None
+
+
+# --- the spot adapter -------------------------------------------------------------------------------------
+
+#: Tag holding the create's idempotency token: a retried create finds its instance by it.
+IDEMPOTENCY_TAG = "arbitrage-idempotency-token"
+#: The token is sent as ``ClientToken``, which EC2 limits to 64 ASCII characters.
+MAX_CLIENT_TOKEN_LENGTH = 64
+#: AWS gives a spot instance two minutes between the warning and the interruption.
+INTERRUPTION_NOTICE = timedelta(minutes=2)
+INTERRUPTION_EVENT = "EC2 Spot Instance Interruption Warning"
+#: Every state but ``terminated``: what ``list_managed_instances`` asks for.
+LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+
+_STATES = {
+    "pending": InstanceState.PENDING,
+    "running": InstanceState.RUNNING,
+    "shutting-down": InstanceState.STOPPING,
+    "stopping": InstanceState.STOPPING,
+    "stopped": InstanceState.STOPPING,
+    "terminated": InstanceState.TERMINATED,
 }
+# Why an instance ended without anybody asking: it ended of an error, not by request.
+_FAILURE_REASONS = frozenset(
+    {
+        "Server.InternalError",
+        "Server.InsufficientInstanceCapacity",
+        "Client.InternalError",
+        "Client.VolumeLimitExceeded",
+        "Client.InvalidSnapshot.NotFound",
+    }
+)
+
+
+def instance_state(state_name: str, reason_code: str, reason_message: str = "") -> InstanceState:
+    """Our state for an EC2 instance state and its ``StateReason``.
+
+    * ``pending``/``running`` are PENDING/RUNNING.
+    * Any instance on its way out (``shutting-down``, ``stopping``, ``stopped``,
+      ``terminated``) because AWS reclaimed the spot capacity
+      (``Server.SpotInstanceTermination``, ``Server.SpotInstanceShutdown``, ...)
+      is PREEMPTED.
+    * ``shutting-down`` and ``stopping`` are STOPPING. So is ``stopped``: a
+      one-time spot instance cannot be stopped (ours are interrupted by
+      termination), so a stopped one was stopped by hand; it still exists, is not
+      serving, and ``list_managed_instances`` keeps reporting it until terminated.
+    * ``terminated`` is TERMINATED, or FAILED when it ended of an error
+      (``Server.InternalError``, ``Client.VolumeLimitExceeded``, ...).
+    """
+    state = _STATES.get(state_name, InstanceState.PENDING)
+    if state in (InstanceState.STOPPING, InstanceState.TERMINATED):
+        if reason_code.startswith("Server.Spot") or (not reason_code and "spot" in reason_message.lower()):
+            return InstanceState.PREEMPTED
+        if state is InstanceState.TERMINATED and reason_code in _FAILURE_REASONS:
+            return InstanceState.FAILED
+    return state
+
+
+# Every adapter's session reads AWS's service models through this one loader, which caches
+# them once parsed (the EC2 model takes a second or more to load).
+_loader_lock = threading.Lock()
+_loaders: list[botocore.loaders.Loader] = []
+
+
+def _new_session() -> botocore.session.Session:
+    """A botocore session of its own (credentials resolved at first use) sharing the model cache."""
+    with _loader_lock:
+        if not _loaders:
+            _loaders.append(botocore.loaders.create_loader())
+        session = botocore.session.get_session()
+        session.register_component("data_loader", _loaders[0])
+    return session
+
+
+class AwsCloud(CloudAdapter):
+    """EC2 one-time spot instances, one EC2 client per region (created on first use, then reused).
+
+    ``ami_ids`` and ``security_group_ids`` are per region, ``subnet_ids`` per
+    availability zone, ``interruption_queue_urls`` per region (the SQS queue of
+    interruption warnings). ``address`` says which address ``InstanceInfo.public_ip``
+    holds: the instance's ``public`` one, or its ``private`` one (for a control
+    plane inside the same network). ``timeout`` bounds connecting and each read,
+    in seconds; botocore retries a failed call up to ``max_attempts`` in all.
+    """
+
+    provider = PROVIDER
+    #: How long one ``ReceiveMessage`` waits for interruption warnings (SQS long polling).
+    interruption_wait_seconds = 1
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str = "",
+        ami_ids: Mapping[str, str] | None = None,
+        security_group_ids: Mapping[str, str] | None = None,
+        subnet_ids: Mapping[str, str] | None = None,
+        key_name: str = "",
+        instance_profile: str = "",
+        interruption_queue_urls: Mapping[str, str] | None = None,
+        address: str = "public",
+        timeout: float = 30,
+        max_attempts: int = 3,
+    ) -> None:
+        if address not in ("public", "private"):
+            raise ValueError(f"address must be 'public' or 'private', not {address!r}")
+        self.endpoint_url = endpoint_url or None
+        self.ami_ids = dict(ami_ids or {})
+        self.security_group_ids = dict(security_group_ids or {})
+        self.subnet_ids = dict(subnet_ids or {})
+        self.key_name = key_name
+        self.instance_profile = instance_profile
+        self.interruption_queue_urls = dict(interruption_queue_urls or {})
+        self.address = address
+        self.timeout = timeout
+        self.config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},  # the first attempt included
+        )
+        # Sessions are not safe to create clients from in parallel: clients are made under the lock.
+        self._session = _new_session()
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, provider: str) -> AwsCloud:
+        """The adapter configured by the ``AWS_*`` settings; the ``aws`` backend runs only provider ``aws``."""
+        if provider != PROVIDER:
+            raise ConfigError("CLOUD_BACKENDS", f"the 'aws' backend can only run provider aws, not {provider!r}")
+        return cls(
+            endpoint_url=settings.AWS_EC2_ENDPOINT_URL,
+            ami_ids=settings.AWS_AMI_IDS,
+            security_group_ids=settings.AWS_SECURITY_GROUP_IDS,
+            subnet_ids=settings.AWS_SUBNET_IDS,
+            key_name=settings.AWS_KEY_NAME,
+            instance_profile=settings.AWS_IAM_INSTANCE_PROFILE,
+            interruption_queue_urls=settings.AWS_INTERRUPTION_QUEUE_URLS,
+            address=settings.CLOUD_INSTANCE_ADDRESS,
+            timeout=settings.CLOUD_API_TIMEOUT_SECONDS,
+        )
+
+    # --- clients ---
+
+    def client(self, region: str) -> Any:
+        """The EC2 client of ``region`` (thread-safe, shared by every call in that region)."""
+        return self._client("ec2", region, endpoint_url=self.endpoint_url, config=self.config)
+
+    def sqs_client(self, region: str, queue_url: str) -> Any:
+        """The SQS client for ``queue_url``.
+
+        SQS is called at the endpoint of the queue URL when that is not an AWS
+        host (moto, a local SQS), at the region's standard endpoint otherwise.
+        Reads may last the long-polling wait on top of the timeout.
+        """
+        parts = urlsplit(queue_url)
+        host = parts.hostname or ""
+        endpoint = None
+        if host and not (host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")):
+            endpoint = f"{parts.scheme}://{parts.netloc}"
+        config = self.config.merge(Config(read_timeout=self.timeout + self.interruption_wait_seconds))
+        return self._client("sqs", region, endpoint_url=endpoint, config=config)
+
+    def _client(self, service: str, region: str, *, endpoint_url: str | None, config: Config) -> Any:
+        key = (service, region if endpoint_url is None else f"{region}@{endpoint_url}")
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session.create_client(
+                    service, region_name=region, endpoint_url=endpoint_url, config=config
+                )
+                self._clients[key] = client
+            return client
+
+    # --- CloudAdapter ---
+
+    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
+        """Launch one one-time spot instance, or return the one this token already launched.
+
+        EC2 itself makes ``RunInstances`` idempotent by ``ClientToken``; the
+        instance also carries the token as a tag, looked up first, so fakes that
+        ignore ``ClientToken`` (moto) behave the same way.
+        """
+        token = request.idempotency_token
+        if not token or len(token) > MAX_CLIENT_TOKEN_LENGTH or not token.isascii():
+            raise PermanentCloudError(
+                f"the idempotency token must be 1 to {MAX_CLIENT_TOKEN_LENGTH} ASCII characters, got {token!r}",
+                provider=self.provider,
+            )
+        image_id = request.image_id or self.ami_ids.get(request.region, "")
+        if not image_id:
+            raise PermanentCloudError(
+                f"no AMI for region {request.region!r}: set AWS_AMI_IDS (region=ami-...) or the workload's image_id",
+                provider=self.provider,
+            )
+        existing = self._find_by_token(request.region, token)
+        if existing is not None:
+            logger.info("aws: create %s found instance %s", token, existing.instance_id)
+            return existing
+        params = self._run_instances_params(request, image_id)
+        with _normalised():
+            answer = self.client(request.region).run_instances(**params)
+        info = self._info(answer["Instances"][0], request.region)
+        logger.info(
+            "aws: created spot instance %s (%s in %s, max %s/h)",
+            info.instance_id,
+            request.instance_type,
+            request.availability_zone,
+            params["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"],
+        )
+        return info
+
+    def _run_instances_params(self, request: InstanceRequest, image_id: str) -> dict[str, Any]:
+        name = request.tags.get("Name") or f"arbitrage-{request.tags.get('workload-id') or request.idempotency_token}"
+        tags = {**request.tags, "Name": name, IDEMPOTENCY_TAG: request.idempotency_token}
+        params: dict[str, Any] = {
+            "ImageId": image_id,
+            "InstanceType": request.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": request.idempotency_token,
+            "InstanceMarketOptions": {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "MaxPrice": format(request.max_price_per_hour, "f"),  # never exponent notation
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            },
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "UserData": base.startup_script(request),  # botocore base64-encodes it
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": [{"Key": key, "Value": value} for key, value in tags.items()]}
+            ],
+        }
+        subnet_id = self.subnet_ids.get(request.availability_zone)
+        if subnet_id:
+            params["SubnetId"] = subnet_id  # the subnet decides the zone
+        else:
+            params["Placement"] = {"AvailabilityZone": request.availability_zone}
+        security_group_id = self.security_group_ids.get(request.region)
+        if security_group_id:
+            params["SecurityGroupIds"] = [security_group_id]
+        if self.key_name:
+            params["KeyName"] = self.key_name
+        if self.instance_profile:
+            key = "Arn" if self.instance_profile.startswith("arn:") else "Name"
+            params["IamInstanceProfile"] = {key: self.instance_profile}
+        return params
+
+    def _find_by_token(self, region: str, token: str) -> InstanceInfo | None:
+        """The instance a create with ``token`` already launched (the newest, should there be several)."""
+        found = self._describe(region, Filters=[{"Name": f"tag:{IDEMPOTENCY_TAG}", "Values": [token]}])
+        if not found:
+            return None
+        return max(found, key=lambda info: info.launched_at or datetime.min.replace(tzinfo=UTC))
+
+    def get_instance_status(self, instance_id: str, region: str, *, operation: str = "") -> InstanceInfo:
+        # RunInstances answers with the instance at once: there is never an operation to follow.
+        found = self._describe(region, InstanceIds=[instance_id])
+        if not found:
+            raise InstanceNotFound(
+                f"The instance ID '{instance_id}' does not exist in {region}",
+                provider=self.provider,
+                code="InvalidInstanceID.NotFound",
+            )
+        return found[0]
+
+    def terminate_instance(self, instance_id: str, region: str) -> None:
+        try:
+            with _normalised():
+                self.client(region).terminate_instances(InstanceIds=[instance_id])
+        except InstanceNotFound:
+            logger.info("aws: terminate of unknown instance %s in %s", instance_id, region)
+            return
+        logger.info("aws: terminating instance %s in %s", instance_id, region)
+
+    def list_managed_instances(self, region: str) -> list[InstanceInfo]:
+        return self._describe(
+            region,
+            Filters=[
+                {"Name": f"tag:{base.MANAGED_BY_TAG}", "Values": [base.MANAGED_BY_VALUE]},
+                {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+            ],
+        )
+
+    def interruption_warnings(self, region: str) -> list[InterruptionWarning]:
+        """Read and delete the interruption warnings waiting in the region's SQS queue.
+
+        Every message received is deleted once read, including ones that are not
+        interruption warnings (the queue is ours alone) and unreadable ones, which
+        are logged. A full batch of 10 is followed by another read, up to 10 batches.
+        """
+        queue_url = self.interruption_queue_urls.get(region)
+        if not queue_url:
+            return []
+        sqs = self.sqs_client(region, queue_url)
+        warnings: list[InterruptionWarning] = []
+        wait = self.interruption_wait_seconds
+        with _normalised(f"SQS {queue_url}"):
+            for _ in range(10):
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait).get(
+                    "Messages", []
+                )
+                for message in messages:
+                    warning = _interruption_warning(message.get("Body", ""), region)
+                    if warning is not None:
+                        warnings.append(warning)
+                if messages:
+                    self._delete_messages(sqs, queue_url, messages)
+                if len(messages) < 10:
+                    break
+                wait = 0  # the queue is busy: no need to wait for more
+        return warnings
+
+    @staticmethod
+    def _delete_messages(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+        entries = [{"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]} for n, message in enumerate(messages)]
+        failed = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        for failure in failed:  # the message comes back after its visibility timeout: read twice, harmless
+            logger.warning("aws: could not delete interruption message from %s: %s", queue_url, failure)
+
+    # --- reading instances ---
+
+    def _describe(self, region: str, **params: Any) -> list[InstanceInfo]:
+        infos = []
+        with _normalised():
+            for page in self.client(region).get_paginator("describe_instances").paginate(**params):
+                for reservation in page.get("Reservations", []):
+                    infos.extend(self._info(instance, region) for instance in reservation.get("Instances", []))
+        return infos
+
+    def _info(self, instance: dict[str, Any], region: str) -> InstanceInfo:
+        reason = instance.get("StateReason") or {}
+        reason_code = reason.get("Code") or ""
+        reason_message = reason.get("Message") or instance.get("StateTransitionReason") or ""
+        launched_at = instance.get("LaunchTime")
+        address_key = "PrivateIpAddress" if self.address == "private" else "PublicIpAddress"
+        return InstanceInfo(
+            instance_id=instance["InstanceId"],
+            state=instance_state(instance.get("State", {}).get("Name", ""), reason_code, reason_message),
+            region=region,
+            availability_zone=instance.get("Placement", {}).get("AvailabilityZone", ""),
+            instance_type=instance.get("InstanceType", ""),
+            public_ip=instance.get(address_key) or "",
+            tags={tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
+            launched_at=launched_at.astimezone(UTC) if isinstance(launched_at, datetime) else None,
+            state_reason=reason_message,
+        )
+
+
+def _interruption_warning(body: str, region: str) -> InterruptionWarning | None:
+    """The warning in an SQS message body: an EventBridge event, or one wrapped in an SNS notification."""
+    try:
+        event = json.loads(body)
+        if isinstance(event, dict) and event.get("Type") == "Notification" and "Message" in event:
+            event = json.loads(event["Message"])
+    except (TypeError, ValueError):
+        logger.warning("aws: ignored an unreadable interruption message: %.200s", body)
+        return None
+    if not isinstance(event, dict) or event.get("detail-type") != INTERRUPTION_EVENT:
+        logger.info("aws: ignored a message that is not a spot interruption warning: %.200s", body)
+        return None
+    detail = event.get("detail") or {}
+    instance_id = detail.get("instance-id") if isinstance(detail, dict) else None
+    if not instance_id:
+        logger.warning("aws: ignored an interruption warning without an instance id: %.200s", body)
+        return None
+    deadline = None
+    try:
+        deadline = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).astimezone(UTC)
+        deadline += INTERRUPTION_NOTICE
+    except (KeyError, ValueError):
+        logger.warning("aws: interruption warning for %s without a readable time", instance_id)
+    return InterruptionWarning(
+        instance_id=str(instance_id),
+        region=str(event.get("region") or region),
+        deadline=deadline,
+        detail={str(key): str(value) for key, value in detail.items()},
+    )
+
+
+# --- the price source -------------------------------------------------------------------------------------
 
 
 class AwsPriceSource(PriceSource):
-    provider = "aws"
+    provider = PROVIDER
 
     def __init__(self, *, timeout: float | None = None) -> None:
         timeout = timeout or settings.PRICE_REFRESH_TIMEOUT_SECONDS
         # No client-side retries: a failed refresh keeps the last good prices and beat tries again.
-        self.config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
+        self.config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1})
 
     def fetch_spot_prices(self, *, regions: list[str]) -> list[ObservedPrice]:
         instance_types = self._instance_types()
@@ -55,10 +560,8 @@ class AwsPriceSource(PriceSource):
                 prices.extend(self._region_prices(region, instance_types, observed_at))
             except ClientError as exc:
                 raise self._client_error(exc, region) from None
-            except (NoCredentialsError, PartialCredentialsError) as exc:
-                raise PermanentCloudError(f"{region}: {exc}", provider=self.provider) from None
             except BotoCoreError as exc:
-                raise TransientCloudError(f"{region}: {exc}", provider=self.provider) from None
+                raise normalise_error(exc, context=region) from None
         return prices
 
     @staticmethod
@@ -96,7 +599,11 @@ class AwsPriceSource(PriceSource):
             ) from None
 
     def _client_error(self, exc: ClientError, region: str) -> CloudError:
+        """Throttling and 5xx are transient, anything else permanent, as for the adapter."""
         code = exc.response.get("Error", {}).get("Code", "")
         message = f"{region}: {code}: {exc.response.get('Error', {}).get('Message', '')}"
-        error = TransientCloudError if code in TRANSIENT_CODES else PermanentCloudError
+        error = TransientCloudError if isinstance(normalise_error(exc), TransientCloudError) else PermanentCloudError
         return error(message, provider=self.provider, code=code)
+
+
+base.register_cloud_factory("aws", AwsCloud.from_settings)
