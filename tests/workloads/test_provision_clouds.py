@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import customer_with_key
 from tests.live import wait_until
+from tests.placement.aws_fake import FAKE_ENV, loopback_subnet, start_fake_aws
 from tests.placement.azure_emulator import AzureEmulator
 from tests.placement.gcp_emulator import GcpEmulator
 from workloads.models import RunStatus, WorkflowKind, WorkflowRun, Workload, WorkloadEvent, WorkloadStatus
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class StandInWorkload:
     """Answers ``GET /health`` 200 on a free loopback port: what the VM's workload would do."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body = b'{"status": "ok"}'
@@ -41,14 +42,16 @@ class StandInWorkload:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        first = ThreadingHTTPServer((hosts[0], 0), Handler)
+        self.port = first.server_address[1]
+        self.servers = [first] + [ThreadingHTTPServer((host, self.port), Handler) for host in hosts[1:]]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture
@@ -169,3 +172,62 @@ def test_an_azure_allocation_failure_after_the_put_moves_on_to_the_next_offer(ca
     assert "Allocation failed" in rewind.message
     terminate(workload)
     assert azure.vms == {}
+
+
+# moto hands a subnet's addresses out in order from .4: the first instance in each of these
+# loopback subnets answers there, so the control plane's health check (private address) lands
+# on the stand-in.
+AWS_ZONES = {"us-east-1a": ("127.0.0.0/24", "127.0.0.4"), "us-east-1b": ("127.0.1.0/24", "127.0.1.4")}
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[dict[str, str]]:
+    for name, value in FAKE_ENV.items():
+        monkeypatch.setenv(name, value)
+    endpoint, stop = start_fake_aws()
+    subnets = {
+        zone: loopback_subnet(endpoint, region="us-east-1", availability_zone=zone, cidr=cidr)
+        for zone, (cidr, _) in AWS_ZONES.items()
+    }
+    yield {
+        **FAKE_ENV,
+        "CLOUD_BACKENDS": "aws=aws",
+        "AWS_EC2_ENDPOINT_URL": endpoint,
+        "AWS_AMI_IDS": "us-east-1=ami-0abcdef1234567890",
+        "AWS_SUBNET_IDS": ",".join(f"{zone}={subnet}" for zone, subnet in subnets.items()),
+        "CLOUD_INSTANCE_ADDRESS": "private",
+    }
+    stop()
+
+
+def aws_instances(env: dict[str, str]) -> list[dict]:
+    """The fake cloud's instances that are not terminated, read with plain boto3."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=env["AWS_EC2_ENDPOINT_URL"])
+    reservations = ec2.describe_instances()["Reservations"]
+    return [
+        i for r in reservations for i in r["Instances"] if i["State"]["Name"] not in ("terminated", "shutting-down")
+    ]
+
+
+def test_a_workload_on_aws_runs_and_its_termination_leaves_no_instance(catalog, worker_factory, aws):
+    stand_in = StandInWorkload(hosts=tuple(address for _, address in AWS_ZONES.values()))
+    try:
+        worker_factory(env=aws)
+        workload = submit("aws", stand_in.port, regions=["us-east-1"])
+
+        reaches(workload, WorkloadStatus.RUNNING)
+
+        instance = workload.instances.get()
+        [ec2_instance] = aws_instances(aws)
+        assert ec2_instance["InstanceId"] == instance.instance_id
+        assert ec2_instance["InstanceLifecycle"] == "spot"
+        tags = {tag["Key"]: tag["Value"] for tag in ec2_instance["Tags"]}
+        assert tags["workload-id"] == str(workload.id) and tags["managed-by"] == "compute-arbitrage"
+        assert instance.public_ip == ec2_instance["PrivateIpAddress"]
+
+        terminate(workload)
+        assert aws_instances(aws) == []
+    finally:
+        stand_in.close()
