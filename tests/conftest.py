@@ -1,8 +1,39 @@
+import ipaddress
+import socket
+
 import pytest
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from tests.factories import customer_with_key
+
+
+class OutsideNetworkAccess(OSError):
+    """A test tried to reach beyond loopback: every cloud, price API and webhook here is local."""
+
+
+def _loopback_only(connect):
+    def guarded(sock, address, *args):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                ip = ipaddress.ip_address(address[0].split("%")[0])
+            except ValueError:
+                ip = None  # a name: resolved by the caller before it connects, so checked then
+            if ip is not None and not (ip.is_loopback or ip.is_unspecified):
+                raise OutsideNetworkAccess(f"a test tried to connect to {address[0]} (only loopback is allowed)")
+        return connect(sock, address, *args)
+
+    return guarded
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network_beyond_loopback():
+    """Connections from the test process go to 127.0.0.0/8 or ::1 only."""
+    original = socket.socket.connect, socket.socket.connect_ex
+    socket.socket.connect = _loopback_only(original[0])
+    socket.socket.connect_ex = _loopback_only(original[1])
+    yield
+    socket.socket.connect, socket.socket.connect_ex = original
 
 
 @pytest.fixture(autouse=True)
