@@ -1,16 +1,21 @@
-"""Billing writes: exactly one usage record per instance segment."""
+"""Billing writes: exactly one usage record per instance segment, and the monthly budget's refusal."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from billing.errors import BudgetExceeded
 from billing.models import UsageRecord
-from workloads.models import WorkloadInstance
+from workloads.models import Customer, NotificationType, WorkloadInstance
+from workloads.notifications import notification_create
 
 SECONDS_PER_HOUR = Decimal(3600)
 MONEY = Decimal("0.000001")
+CENTS = Decimal("0.01")
 
 
 def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
@@ -46,3 +51,39 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
     except IntegrityError:  # a concurrent run recorded it first
         return UsageRecord.objects.get(instance=instance)
     return record
+
+
+def customer_budget_enforce(*, customer: Customer, now: datetime | None = None) -> None:
+    """Refuse new work once this month's spend (running instances included) has reached the budget.
+
+    Raises ``BudgetExceeded`` (402) after storing a BUDGET_EXCEEDED notification for
+    the customer, at most one per customer per month. No budget, no limit.
+    """
+    if customer.monthly_budget is None:
+        return
+    from billing.selectors import CURRENCY, customer_monthly_summary  # it imports this module's constants
+
+    now = (now or timezone.now()).astimezone(UTC)
+    summary = customer_monthly_summary(customer_id=customer.id, month=now.date(), now=now)
+    budget = Decimal(customer.monthly_budget).quantize(CENTS)
+    if summary.spend < budget:
+        return
+    message = (
+        f"Monthly budget reached: spent {summary.spend} of {budget} {CURRENCY} in {summary.label}; "
+        "raise the budget or wait for next month."
+    )
+    notification_create(
+        customer=customer,
+        type=NotificationType.BUDGET_EXCEEDED,
+        payload={
+            "type": NotificationType.BUDGET_EXCEEDED,
+            "customerId": str(customer.id),
+            "month": summary.label,
+            "spend": str(summary.spend),
+            "budget": str(budget),
+            "currency": CURRENCY,
+            "message": message,
+        },
+        dedupe_key=f"budget:{summary.label}",
+    )
+    raise BudgetExceeded(message, month=summary.label, spend=str(summary.spend), budget=str(budget), currency=CURRENCY)

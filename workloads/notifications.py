@@ -18,7 +18,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from workloads.models import DeliveryStatus, Notification, Workload
+from workloads.models import Customer, DeliveryStatus, Notification, Workload
 
 SIGNATURE_HEADER = "X-Arbitrage-Signature"
 EVENT_HEADER = "X-Arbitrage-Event"
@@ -35,21 +35,38 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def notification_create(
-    *, workload: Workload, type: str, payload: dict[str, Any], dedupe_key: str = ""
+    *,
+    workload: Workload | None = None,
+    type: str,
+    payload: dict[str, Any],
+    dedupe_key: str = "",
+    customer: Customer | None = None,
 ) -> Notification:
-    """Store a notification (once per ``dedupe_key``) and deliver it after commit."""
-    customer = workload.customer
+    """Store a notification (once per ``dedupe_key``) and deliver it after commit.
+
+    About a workload: pass ``workload``. About the customer's account (no workload,
+    e.g. BUDGET_EXCEEDED): pass ``customer`` instead; it is stored once per
+    customer, type and ``dedupe_key``.
+    """
+    if workload is not None:
+        customer = workload.customer
+        lookup: dict[str, Any] = {"workload": workload, "type": type, "dedupe_key": dedupe_key}
+    elif customer is not None:
+        lookup = {"customer": customer, "workload": None, "type": type, "dedupe_key": dedupe_key}
+    else:
+        raise ValueError("notification_create needs a workload or a customer")
     status = DeliveryStatus.PENDING if customer.webhook_url else DeliveryStatus.NO_WEBHOOK
     try:
         with transaction.atomic():
+            if workload is None:
+                # The unique constraint does not cover rows without a workload (NULLs differ):
+                # the customer's row lock makes concurrent calls take turns instead.
+                list(Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk", flat=True))
             notification, created = Notification.objects.get_or_create(
-                workload=workload,
-                type=type,
-                dedupe_key=dedupe_key,
-                defaults={"customer": customer, "payload": payload, "delivery_status": status},
+                **lookup, defaults={"customer": customer, "payload": payload, "delivery_status": status}
             )
     except IntegrityError:
-        return Notification.objects.get(workload=workload, type=type, dedupe_key=dedupe_key)
+        return Notification.objects.get(**lookup)
     if created and status == DeliveryStatus.PENDING:
         from workloads.tasks import notification_deliver
 

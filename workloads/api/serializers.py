@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from arbitrage.api.fields import (
@@ -12,6 +13,8 @@ from arbitrage.api.fields import (
     StrictIntegerField,
     StrictSerializer,
 )
+from billing.api.serializers import WorkloadCostSerializer
+from billing.selectors import workload_cost_so_far
 from placement.requirements import RequirementsSerializer
 from storage.selectors import storage_summary_get
 from workloads.agent_tokens import access_token_for
@@ -136,9 +139,18 @@ class WorkloadDetailSerializer(WorkloadSerializer):
         help_text="Storage usage: used_bytes, quota_bytes, retention_days, object_count; null when storage is off."
     )
 
+    cost = serializers.SerializerMethodField(
+        help_text="Cost so far: spend, on-demand equivalent, saving and each instance segment; "
+        "a running instance accrues by the second."
+    )
+
     class Meta(WorkloadSerializer.Meta):
-        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "instances", "events"]
+        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "cost", "instances", "events"]
         read_only_fields = fields
+
+    @extend_schema_field(WorkloadCostSerializer)
+    def get_cost(self, workload) -> dict:
+        return WorkloadCostSerializer(workload_cost_so_far(workload_id=workload.id)).data
 
     def get_storage(self, workload) -> dict | None:
         return storage_summary_get(workload_id=workload.id)

@@ -1,0 +1,278 @@
+"""Billing reads: a customer's month and a workload's cost so far (DESIGN.md §11).
+
+Every instance segment counts for the seconds it overlaps the period asked about:
+
+* a finished segment is priced from its usage record (the spot price it was bought
+  at); one that ended but whose record is still being written (it is made just
+  after the termination commits) is priced from the instance itself, with the same
+  formula, so figures never dip in between;
+* a running segment (``terminated_at`` null) accrues by the second up to ``now``.
+
+A segment spanning a month boundary is split by its seconds in each month. Each
+segment's part is priced like ``billing.services.usage_record_create``: hours =
+seconds / 3600, cost = hours x price, quantized to 6 places (ROUND_HALF_UP), and
+totals are sums of those parts. A segment bought without a known on-demand price
+counts its spend as its on-demand equivalent (no saving claimed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from uuid import UUID
+
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from billing.services import MONEY, SECONDS_PER_HOUR
+from workloads.models import Customer, WorkloadInstance
+
+CURRENCY = "USD"
+HOURS = Decimal("0.000001")
+PERCENT = Decimal("0.01")
+ZERO = Decimal("0.000000")
+
+
+@dataclass(frozen=True)
+class ProviderSummary:
+    provider: str
+    instance_hours: Decimal
+    spend: Decimal
+    on_demand_equivalent: Decimal
+    saving: Decimal
+
+
+@dataclass(frozen=True)
+class MonthlySummary:
+    customer_id: UUID
+    month: date  # the first day of the month
+    start: datetime  # inclusive, UTC
+    end: datetime  # exclusive, UTC
+    instance_hours: Decimal
+    spend: Decimal
+    on_demand_equivalent: Decimal
+    saving: Decimal
+    saving_percent: Decimal | None  # None when nothing ran (no on-demand equivalent to compare with)
+    budget: Decimal | None
+    budget_remaining: Decimal | None  # budget - spend, never below zero; None without a budget
+    providers: tuple[ProviderSummary, ...]
+    currency: str = CURRENCY
+
+    @property
+    def label(self) -> str:
+        """The month as ``YYYY-MM``."""
+        return self.month.strftime("%Y-%m")
+
+    @property
+    def budget_reached(self) -> bool:
+        return self.budget is not None and self.spend >= self.budget
+
+
+@dataclass(frozen=True)
+class SegmentCost:
+    provider: str
+    region: str
+    instance_type: str
+    started_at: datetime
+    ended_at: datetime | None  # None while it runs
+    hours: Decimal
+    cost: Decimal
+    on_demand_cost: Decimal
+    spot_price_per_hour: Decimal
+
+
+@dataclass(frozen=True)
+class WorkloadCost:
+    workload_id: UUID
+    spend: Decimal
+    on_demand_equivalent: Decimal
+    saving: Decimal
+    segments: tuple[SegmentCost, ...]
+    currency: str = CURRENCY
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One instance segment as billing sees it: its span and the prices it was bought at."""
+
+    provider: str
+    region: str
+    instance_type: str
+    started_at: datetime
+    ended_at: datetime | None
+    spot_price: Decimal
+    on_demand_price: Decimal | None
+    record: UsageRecord | None = None  # its bill, once written
+
+
+MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")
+FIRST_YEAR, LAST_YEAR = 2000, 2999
+
+
+def month_parse(label: str) -> date:
+    """``"2026-11"`` → ``date(2026, 11, 1)``; ``ValueError`` with a readable message otherwise."""
+    match = MONTH_PATTERN.fullmatch(label.strip())
+    year, month = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not (FIRST_YEAR <= year <= LAST_YEAR and 1 <= month <= 12):
+        raise ValueError(f"A month as YYYY-MM, such as 2026-11, from {FIRST_YEAR}-01 to {LAST_YEAR}-12.")
+    return date(year, month, 1)
+
+
+def month_start(month: date) -> datetime:
+    return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
+def month_end(month: date) -> datetime:
+    """The first instant of the next month (exclusive end), UTC."""
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def _seconds(delta: timedelta) -> Decimal:
+    """A duration in seconds, exactly (microseconds included), never negative."""
+    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return max(Decimal(microseconds) / Decimal(1_000_000), Decimal(0))
+
+
+def _price(seconds: Decimal, price_per_hour: Decimal) -> Decimal:
+    return (seconds / SECONDS_PER_HOUR * price_per_hour).quantize(MONEY, ROUND_HALF_UP)
+
+
+def _segment(instance: WorkloadInstance) -> _Segment:
+    record: UsageRecord | None = getattr(instance, "usage_record", None)
+    if record is not None:
+        return _Segment(
+            provider=record.provider,
+            region=record.region,
+            instance_type=record.instance_type,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            spot_price=record.spot_price_per_hour,
+            on_demand_price=record.on_demand_price_per_hour,
+            record=record,
+        )
+    return _Segment(
+        provider=instance.provider,
+        region=instance.region,
+        instance_type=instance.instance_type,
+        started_at=instance.created_at,
+        ended_at=instance.terminated_at,
+        spot_price=Decimal(instance.spot_price),
+        on_demand_price=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
+    )
+
+
+def _or(value: Decimal | None, default: Decimal) -> Decimal:
+    return default if value is None else value
+
+
+def _priced(segment: _Segment, *, start: datetime | None, end: datetime) -> tuple[Decimal, Decimal, Decimal]:
+    """``(hours, cost, on_demand_cost)`` of the part of ``segment`` inside ``[start, end)``.
+
+    ``end`` is the period's end, or ``now`` for a segment that still runs.
+    """
+    record = segment.record
+    if record is not None and (start is None or record.started_at >= start) and record.ended_at <= end:
+        # Wholly inside the period: its bill, as written.
+        return record.duration_hours, record.total_cost, _or(record.on_demand_cost, record.total_cost)
+    stop = min(segment.ended_at, end) if segment.ended_at is not None else end
+    begin = max(segment.started_at, start) if start is not None else segment.started_at
+    seconds = _seconds(stop - begin)
+    cost = _price(seconds, segment.spot_price)
+    on_demand = _price(seconds, segment.on_demand_price) if segment.on_demand_price is not None else cost
+    return (seconds / SECONDS_PER_HOUR).quantize(HOURS, ROUND_HALF_UP), cost, on_demand
+
+
+def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datetime | None = None) -> MonthlySummary:
+    """The customer's instance hours, spend, on-demand equivalent and saving in ``month`` (UTC).
+
+    ``month`` may be any day of the month. Running instances count up to ``now``
+    (default: the current time).
+    """
+    now = now or timezone.now()
+    month = month.replace(day=1)
+    start, end = month_start(month), month_end(month)
+    until = min(end, now)
+    instances = (
+        WorkloadInstance.objects.filter(workload__customer_id=customer_id, created_at__lt=until)
+        .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
+        .select_related("usage_record")
+        .order_by("created_at", "id")
+    )
+    if until <= start:  # a month that has not begun
+        instances = instances.none()
+    per_provider: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
+    for instance in instances:
+        segment = _segment(instance)
+        hours, cost, on_demand = _priced(segment, start=start, end=until)
+        totals = per_provider[segment.provider]
+        totals[0] += hours
+        totals[1] += cost
+        totals[2] += on_demand
+    providers = tuple(
+        ProviderSummary(
+            provider=provider,
+            instance_hours=hours,
+            spend=spend,
+            on_demand_equivalent=on_demand,
+            saving=on_demand - spend,
+        )
+        for provider, (hours, spend, on_demand) in sorted(per_provider.items())
+    )
+    spend = sum((row.spend for row in providers), ZERO)
+    on_demand = sum((row.on_demand_equivalent for row in providers), ZERO)
+    saving = on_demand - spend
+    budget = Customer.objects.filter(id=customer_id).values_list("monthly_budget", flat=True).first()
+    return MonthlySummary(
+        customer_id=UUID(str(customer_id)),
+        month=month,
+        start=start,
+        end=end,
+        instance_hours=sum((row.instance_hours for row in providers), ZERO),
+        spend=spend,
+        on_demand_equivalent=on_demand,
+        saving=saving,
+        saving_percent=(saving * 100 / on_demand).quantize(PERCENT, ROUND_HALF_UP) if on_demand else None,
+        budget=budget,
+        budget_remaining=None if budget is None else max(budget - spend, ZERO).quantize(MONEY),
+        providers=providers,
+    )
+
+
+def workload_cost_so_far(*, workload_id: UUID | str, now: datetime | None = None) -> WorkloadCost:
+    """What the workload has cost over its whole life, segment by segment; a running one up to ``now``."""
+    now = now or timezone.now()
+    instances = (
+        WorkloadInstance.objects.filter(workload_id=workload_id)
+        .select_related("usage_record")
+        .order_by("created_at", "id")
+    )
+    segments = []
+    for instance in instances:
+        segment = _segment(instance)
+        hours, cost, on_demand = _priced(segment, start=None, end=now)
+        segments.append(
+            SegmentCost(
+                provider=segment.provider,
+                region=segment.region,
+                instance_type=segment.instance_type,
+                started_at=segment.started_at,
+                ended_at=segment.ended_at,
+                hours=hours,
+                cost=cost,
+                on_demand_cost=on_demand,
+                spot_price_per_hour=segment.spot_price,
+            )
+        )
+    spend = sum((segment.cost for segment in segments), ZERO)
+    on_demand = sum((segment.on_demand_cost for segment in segments), ZERO)
+    return WorkloadCost(
+        workload_id=UUID(str(workload_id)),
+        spend=spend,
+        on_demand_equivalent=on_demand,
+        saving=on_demand - spend,
+        segments=tuple(segments),
+    )
