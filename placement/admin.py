@@ -1,4 +1,4 @@
-"""Operator console: the catalog, each pool's price history, pool blocks and price refreshes.
+"""Operator console: the catalog, each pool's price history, pool blocks, price refreshes and reconciliation.
 
 The catalog is written by its sources (the bundled snapshot, the price APIs), so
 offers and history are read-only here; blocks can be added, extended and cleared.
@@ -7,14 +7,18 @@ The refresh schedule is the "Refresh spot prices" periodic task (Periodic tasks)
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 from placement import services
-from placement.models import InstanceType, Offer, PoolBlock, PriceHistory, PriceRefresh
+from placement.models import InstanceType, Offer, PoolBlock, PriceHistory, PriceRefresh, ReconcileFinding
 from placement.risk import BUCKET_LABELS
 
 
@@ -45,6 +49,74 @@ class InstanceTypeAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["provider", "category", "architecture", "gpu_type"]
     search_fields = ["name"]
+
+
+# --- the price history chart: inline SVG made here, nothing fetched by the browser ----------
+
+CHART_WIDTH, CHART_HEIGHT = 640, 200
+CHART_PAD_LEFT, CHART_PAD_RIGHT, CHART_PAD_TOP, CHART_PAD_BOTTOM = 64, 16, 14, 30
+CHART_POINTS = 500
+
+
+def price_chart_svg(points: Sequence[tuple[datetime, Decimal]], *, now: datetime | None = None) -> SafeString:
+    """A step chart of spot prices over time (each price holds until the next observation, the last one to now).
+
+    ``points`` are ``(observed_at, spot_price)`` in any order. Every value put
+    into the markup is a number or escaped text.
+    """
+    if not points:
+        return mark_safe('<p class="price-chart-empty">No price history yet.</p>')
+    points = sorted(points)
+    now = max(now or timezone.now(), points[-1][0])
+    start = points[0][0]
+    span = max((now - start).total_seconds(), 1.0)
+    prices = [float(price) for _, price in points]
+    low, high = min(prices), max(prices)
+    margin = (high - low) * 0.1 or high * 0.1 or 1.0
+    low, high = max(low - margin, 0.0), high + margin
+    plot_w = CHART_WIDTH - CHART_PAD_LEFT - CHART_PAD_RIGHT
+    plot_h = CHART_HEIGHT - CHART_PAD_TOP - CHART_PAD_BOTTOM
+
+    def x(moment: datetime) -> float:
+        return CHART_PAD_LEFT + (moment - start).total_seconds() / span * plot_w
+
+    def y(price: float) -> float:
+        return CHART_PAD_TOP + (high - price) / (high - low) * plot_h
+
+    path = [f"M{x(points[0][0]):.1f},{y(prices[0]):.1f}"]
+    for (moment, _), price in zip(points[1:], prices[1:], strict=True):
+        path.append(f"H{x(moment):.1f}V{y(price):.1f}")
+    path.append(f"H{x(now):.1f}")
+    dots = "".join(
+        f'<circle cx="{x(moment):.1f}" cy="{y(price):.1f}" r="3" class="price-point">'
+        f"<title>{escape(f'{moment:%Y-%m-%d %H:%M} UTC: {raw}')}</title></circle>"
+        for (moment, raw), price in zip(points, prices, strict=True)
+    )
+    bottom = CHART_HEIGHT - CHART_PAD_BOTTOM
+    grid = "".join(
+        f'<line x1="{CHART_PAD_LEFT}" x2="{CHART_WIDTH - CHART_PAD_RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+        f'class="price-grid"/><text x="{CHART_PAD_LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
+        f"{value:.4f}</text>"
+        for value in (low + (high - low) * i / 4 for i in range(5))
+    )
+    cheapest, dearest = min(raw for _, raw in points), max(raw for _, raw in points)
+    label = f"Spot price history: {len(points)} observation(s) since {start:%Y-%m-%d}, {cheapest} to {dearest} USD/h"
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="price-chart" width="{CHART_WIDTH}" height="{CHART_HEIGHT}" '
+        f'viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" aria-label="{escape(label)}" '
+        'style="font: 11px sans-serif; fill: var(--body-quiet-color, #666); max-width: 100%; height: auto;">'
+        f"<title>{escape(label)}</title>"
+        "<style>.price-grid{stroke:var(--hairline-color,#e5e5e5);stroke-width:1}"
+        ".price-line{fill:none;stroke:var(--link-fg,#417690);stroke-width:2}"
+        ".price-point{fill:var(--link-fg,#417690)}</style>"
+        f"{grid}"
+        f'<path d="{"".join(path)}" class="price-line"/>{dots}'
+        f'<text x="{CHART_PAD_LEFT}" y="{bottom + 18}" text-anchor="start">{start:%Y-%m-%d %H:%M}</text>'
+        f'<text x="{CHART_WIDTH - CHART_PAD_RIGHT}" y="{bottom + 18}" text-anchor="end">now</text>'
+        f'<text x="{CHART_PAD_LEFT + plot_w / 2:.1f}" y="{bottom + 18}" text-anchor="middle">USD / hour (spot)</text>'
+        "</svg>"
+    )
+    return mark_safe(svg)  # numbers and escaped text only
 
 
 class PriceHistoryInline(admin.TabularInline):
@@ -89,6 +161,27 @@ class OfferAdmin(ReadOnlyAdmin):
     list_select_related = ["instance_type"]
     ordering = ["expected_cost", "spot_price", "id"]
     inlines = [PriceHistoryInline]
+    readonly_fields = ["price_chart"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "instance_type",
+                    ("region", "availability_zone"),
+                    ("spot_price", "on_demand_price"),
+                    ("risk_bucket", "expected_cost"),
+                    ("observed_at", "source"),
+                ]
+            },
+        ),
+        ("Spot price history", {"fields": ["price_chart"]}),
+    ]
+
+    @admin.display(description="chart")
+    def price_chart(self, offer: Offer) -> SafeString:
+        rows = offer.history.order_by("-observed_at", "-id").values_list("observed_at", "spot_price")[:CHART_POINTS]
+        return price_chart_svg(list(rows))
 
     @admin.display(ordering="instance_type__name", description="instance type")
     def instance_type_name(self, offer: Offer) -> str:
@@ -220,3 +313,27 @@ class PriceRefreshAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["provider", "status"]
     date_hierarchy = "started_at"
+
+
+@admin.register(ReconcileFinding)
+class ReconcileFindingAdmin(ReadOnlyAdmin):
+    """What reconciliation found: leaked instances (terminated after the grace period) and lost ones.
+
+    The schedule is the "Cloud reconciliation" periodic task; ``manage.py reconcile --dry-run``
+    shows what a pass would do now.
+    """
+
+    list_display = [
+        "kind",
+        "outcome",
+        "provider",
+        "region",
+        "instance_id",
+        "workload_id",
+        "launched_at",
+        "first_seen_at",
+        "acted_at",
+    ]
+    list_filter = ["kind", "outcome", "provider"]
+    search_fields = ["instance_id", "workload_id"]
+    date_hierarchy = "first_seen_at"

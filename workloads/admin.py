@@ -1,12 +1,30 @@
-"""Operator console for customers, keys and workloads."""
+"""Operator console for customers, keys and workloads.
+
+The admin index links to the console's dashboard (``console/`` under
+workloads): workloads by state, this month's spend and saving, interruptions
+and migrations in progress, recent failures and blocked pools. A workload's
+page shows every workflow run step by step, its instance segments with their
+cost, its notifications and storage, and buttons for the operator actions;
+each action calls one service and reports its answer as a message.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from arbitrage.errors import DomainError
-from workloads import services
-from workloads.errors import TransitionRefused
+from billing.admin import monthly_summary_link
+from placement.clouds.base import CloudError
+from workloads import selectors, services
 from workloads.models import (
     ApiKey,
     Customer,
@@ -18,7 +36,103 @@ from workloads.models import (
     WorkloadEvent,
     WorkloadInstance,
     WorkloadRouting,
+    WorkloadStatus,
 )
+
+admin.site.site_header = "Compute arbitrage"
+admin.site.site_title = "Compute arbitrage admin"
+admin.site.index_title = "Administration"
+# The index keeps Django's app list and leads with a link to the console's dashboard.
+admin.site.index_template = "admin/workloads/index_with_console.html"
+
+# --- coloured badges ------------------------------------------------------------------
+
+STATE_COLOURS = {
+    WorkloadStatus.PENDING: "#64748b",
+    WorkloadStatus.PROVISIONING: "#2563eb",
+    WorkloadStatus.RUNNING: "#15803d",
+    WorkloadStatus.FAILED: "#b91c1c",
+    WorkloadStatus.STOPPING: "#a16207",
+    WorkloadStatus.INTERRUPTED: "#c2410c",
+    WorkloadStatus.UNHEALTHY: "#9333ea",
+    WorkloadStatus.TERMINATED: "#374151",
+}
+# Workflow runs and steps, notification deliveries, instances (lower-case values).
+STEP_COLOURS = {
+    "pending": "#64748b",
+    "running": "#2563eb",
+    "succeeded": "#15803d",
+    "failed": "#b91c1c",
+    "cancelled": "#6b7280",
+    "delivered": "#15803d",
+    "no_webhook": "#6b7280",
+}
+BADGE_STYLE = (
+    "display:inline-block;min-width:5.5em;padding:2px 8px;border-radius:9px;color:#fff;background:{};"
+    "font-size:11px;font-weight:600;letter-spacing:.03em;text-align:center;line-height:16px;white-space:nowrap"
+)
+
+
+def state_badge(status: str) -> str:
+    """A workload state as a coloured badge (safe HTML)."""
+    colour = STATE_COLOURS.get(status, "#6b7280")
+    return format_html('<span class="state-badge" style="{}">{}</span>', BADGE_STYLE.format(colour), status)
+
+
+def status_badge(status: str) -> str:
+    """A run, step, delivery or instance status as a coloured badge (safe HTML)."""
+    colour = STEP_COLOURS.get(status.lower(), "#6b7280")
+    return format_html('<span class="status-badge" style="{}">{}</span>', BADGE_STYLE.format(colour), status)
+
+
+def money(value: Decimal) -> str:
+    """US dollars for the console: cents from $1 up, below that the 6 places bills are kept in."""
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value.quantize(Decimal('0.000001')):.6f}"
+
+
+# --- operator actions: each calls one service and answers with a message ---------------
+
+INTERRUPTION_NOTICE_SECONDS = 30
+
+
+def _terminate(workload: Workload) -> str:
+    services.workload_terminate(workload_id=workload.id, reason="Terminated by an operator.")
+    return "terminating."
+
+
+def _retry(workload: Workload) -> str:
+    run = services.workload_provision_retry(workload_id=workload.id)
+    return f"provisioning retried as a new run ({run.id})."
+
+
+def _migrate(workload: Workload) -> str:
+    run = services.workload_migrate_now(workload_id=workload.id)
+    return f"migration started ({run.id})."
+
+
+def _interrupt(workload: Workload) -> str:
+    reclaim_at = services.workload_simulate_interruption(
+        workload_id=workload.id, grace_seconds=INTERRUPTION_NOTICE_SECONDS
+    )
+    return f"interruption notice given, reclaimed at {reclaim_at:%H:%M:%S} UTC."
+
+
+# name -> (button label, service call). The page's buttons and the list's actions share them.
+OPERATOR_ACTIONS: dict[str, tuple[str, Callable[[Workload], str]]] = {
+    "terminate": ("Terminate", _terminate),
+    "retry": ("Retry provisioning", _retry),
+    "migrate": ("Migrate now", _migrate),
+    "interrupt": ("Simulate interruption", _interrupt),
+}
+# The states each button is offered in (the services decide; this only hides hopeless buttons).
+ACTION_STATES = {
+    "terminate": {WorkloadStatus.PENDING, WorkloadStatus.PROVISIONING, WorkloadStatus.RUNNING},
+    "retry": {WorkloadStatus.FAILED},
+    "migrate": {WorkloadStatus.RUNNING},
+    "interrupt": {WorkloadStatus.RUNNING},
+}
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -34,9 +148,9 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "max_concurrent_workloads", "webhook_url", "created_at"]
+    list_display = ["name", "id", "max_concurrent_workloads", "monthly_budget", "webhook_url", "created_at"]
     search_fields = ["id", "name"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    readonly_fields = ["id", monthly_summary_link, "created_at", "updated_at"]
     inlines = [ApiKeyInline]
     actions = ["create_api_key"]
 
@@ -81,38 +195,16 @@ class WorkloadEventInline(admin.TabularInline):
         return False
 
 
-class WorkloadInstanceInline(admin.TabularInline):
-    model = WorkloadInstance
-    extra = 0
-    can_delete = False
-    fields = [
-        "provider",
-        "region",
-        "availability_zone",
-        "instance_type",
-        "instance_id",
-        "public_ip",
-        "status",
-        "spot_price",
-        "created_at",
-        "terminated_at",
-    ]
-    readonly_fields = fields
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "customer", "status", "recovery_policy", "created_at", "started_at"]
+    list_display = ["name", "id", "customer", "state", "recovery_policy", "created_at", "started_at"]
     list_filter = ["status", "recovery_policy", "customer", "instances__provider"]
+    list_select_related = ["customer"]
     search_fields = ["=id", "name", "customer__name"]
     readonly_fields = [
         "id",
         "customer",
-        "status",
+        "state",
         "endpoint",
         "idempotency_key",
         "started_at",
@@ -123,32 +215,134 @@ class WorkloadAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fields = ["name", "recovery_policy", "requirements", "config", *readonly_fields]
-    inlines = [WorkloadInstanceInline, WorkloadEventInline]
-    actions = ["terminate", "simulate_spot_interruption"]
+    inlines = [WorkloadEventInline]
+    actions = ["terminate", "retry_provisioning", "migrate_now", "simulate_spot_interruption"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request) -> bool:
         return False  # workloads are submitted through the API or `manage.py workload`
 
+    @admin.display(ordering="status", description="state")
+    def state(self, workload: Workload) -> str:
+        return state_badge(workload.status)
+
+    # --- pages ---------------------------------------------------------------------
+
+    def get_urls(self):
+        urls = [
+            path("console/", self.admin_site.admin_view(self.dashboard_view), name="workloads_console"),
+            path(
+                "<path:object_id>/action/<str:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="workloads_workload_action",
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        dashboard = selectors.console_dashboard()
+        changelist = reverse("admin:workloads_workload_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Operator console",
+            "subtitle": None,
+            "opts": self.opts,
+            "dashboard": dashboard,
+            "states": [
+                {
+                    "status": state.status,
+                    "count": state.count,
+                    "badge": state_badge(state.status),
+                    "colour": STATE_COLOURS[state.status],
+                    "url": f"{changelist}?status__exact={state.status}",
+                }
+                for state in dashboard.states
+            ],
+            "failures": [(run, state_badge(run.workload.status)) for run in dashboard.failures],
+            "spend": {
+                "spend": money(dashboard.month.spend),
+                "on_demand": money(dashboard.month.on_demand_equivalent),
+                "saving": money(dashboard.month.saving),
+            },
+        }
+        return TemplateResponse(request, "admin/workloads/console.html", context)
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        workload = self.get_object(request, object_id)
+        if workload is None or action not in OPERATOR_ACTIONS:
+            raise Http404("No such workload or action.")
+        if not self.has_change_permission(request, workload):
+            raise PermissionDenied
+        self._perform(request, workload, action)
+        return HttpResponseRedirect(reverse("admin:workloads_workload_change", args=[workload.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        workload = self.get_object(request, object_id)
+        if workload is not None:
+            console = selectors.workload_console(workload=workload)
+            extra_context = {
+                **(extra_context or {}),
+                "console": console,
+                "state_badge": state_badge(workload.status),
+                "cost_so_far": money(console.total_cost),
+                "run_rows": [
+                    {
+                        "timeline": timeline,
+                        "badge": status_badge(timeline.run.status),
+                        "steps": [(row, status_badge(row.step.status)) for row in timeline.steps],
+                    }
+                    for timeline in console.runs
+                ],
+                "segment_rows": [(segment, status_badge(segment.instance.status)) for segment in console.segments],
+                "notification_rows": [
+                    (notification, status_badge(notification.delivery_status)) for notification in console.notifications
+                ],
+                "operator_actions": [
+                    {
+                        "name": name,
+                        "label": label,
+                        "url": reverse("admin:workloads_workload_action", args=[workload.pk, name]),
+                    }
+                    for name, (label, _) in OPERATOR_ACTIONS.items()
+                    if workload.status in ACTION_STATES[name]
+                ],
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- actions -------------------------------------------------------------------
+
+    def _perform(self, request: HttpRequest, workload: Workload, action: str) -> None:
+        _, call = OPERATOR_ACTIONS[action]
+        try:
+            outcome = call(workload)
+        except (DomainError, CloudError) as error:
+            self.message_user(request, f"{workload.name}: {getattr(error, 'message', None) or error}", messages.ERROR)
+        else:
+            self.message_user(request, f"{workload.name}: {outcome}", messages.SUCCESS)
+
+    def _perform_each(self, request: HttpRequest, queryset: Any, action: str) -> None:
+        for workload in queryset:
+            self._perform(request, workload, action)
+
     @admin.action(description="Terminate selected workloads")
     def terminate(self, request, queryset) -> None:
-        for workload in queryset:
-            try:
-                services.workload_terminate(workload_id=workload.id, reason="Terminated by an operator.")
-            except TransitionRefused as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-            else:
-                self.message_user(request, f"{workload.name}: terminating.")
+        self._perform_each(request, queryset, "terminate")
+
+    @admin.action(description="Retry failed provisioning (a new run)")
+    def retry_provisioning(self, request, queryset) -> None:
+        self._perform_each(request, queryset, "retry")
+
+    @admin.action(description="Migrate now to the best other pool")
+    def migrate_now(self, request, queryset) -> None:
+        self._perform_each(request, queryset, "migrate")
 
     @admin.action(description="Simulate a spot interruption (local cloud, 30 s notice)")
     def simulate_spot_interruption(self, request, queryset) -> None:
-        for workload in queryset:
-            try:
-                reclaim_at = services.workload_simulate_interruption(workload_id=workload.id, grace_seconds=30)
-            except DomainError as error:
-                self.message_user(request, f"{workload.name}: {error.message}", messages.ERROR)
-            else:
-                self.message_user(request, f"{workload.name}: notice given, reclaimed at {reclaim_at:%H:%M:%S}.")
+        self._perform_each(request, queryset, "interrupt")
 
 
 @admin.register(WorkloadInstance)

@@ -32,6 +32,14 @@ class Customer(models.Model):
     storage_retention_days = models.PositiveIntegerField(
         default=30, help_text="Default days storage is kept after a workload ends."
     )
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="USD per calendar month (UTC). New workloads are refused once this month's spend reaches it; "
+        "empty means no budget.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -170,6 +178,10 @@ class Workload(ConcurrentTransitionMixin, models.Model):
     def recover(self) -> None:
         """Re-placement by the migration workflow."""
 
+    @transition(field=status, source=S.FAILED, target=S.PENDING)
+    def retry(self) -> None:
+        """An operator retries a failed provisioning as a new run."""
+
 
 TRANSITIONS: tuple[str, ...] = (
     "place",
@@ -182,6 +194,7 @@ TRANSITIONS: tuple[str, ...] = (
     "reject",
     "cancel",
     "recover",
+    "retry",
 )
 
 
@@ -364,6 +377,7 @@ class NotificationType(models.TextChoices):
     WORKLOAD_INTERRUPTED = "WORKLOAD_INTERRUPTED"
     WORKLOAD_MIGRATED = "WORKLOAD_MIGRATED"
     WORKLOAD_TERMINATED = "WORKLOAD_TERMINATED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 
 
 class DeliveryStatus(models.TextChoices):

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 from uuid import UUID
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from workloads.models import ApiKey, Customer, Workload, WorkloadEvent, WorkloadInstance
+from workloads.models import (
+    ApiKey,
+    Customer,
+    Notification,
+    RunStatus,
+    StepStatus,
+    WorkflowKind,
+    WorkflowRun,
+    WorkflowStep,
+    Workload,
+    WorkloadEvent,
+    WorkloadInstance,
+    WorkloadStatus,
+)
 
 
 def api_key_hash(raw_key: str) -> str:
@@ -50,10 +68,209 @@ def workload_by_idempotency_key(*, customer: Customer, idempotency_key: str) -> 
 
 
 def workflow_runs(*, workload: Workload):
-    from workloads.models import WorkflowRun, WorkflowStep
-
     return (
         WorkflowRun.objects.filter(workload=workload)
         .prefetch_related(Prefetch("steps", queryset=WorkflowStep.objects.order_by("position")))
         .order_by("created_at")
+    )
+
+
+# --- the operator console (admin dashboard and workload page) ------------------------
+
+SECONDS_PER_HOUR = Decimal(3600)
+MONEY = Decimal("0.000001")
+RECENT_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class StateCount:
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    """Every customer's spend this month, summed from ``billing.selectors.customer_monthly_summary``."""
+
+    label: str
+    customers: int
+    instance_hours: Decimal
+    spend: Decimal
+    on_demand_equivalent: Decimal
+    saving: Decimal
+    saving_percent: Decimal | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class ConsoleDashboard:
+    states: tuple[StateCount, ...]
+    total: int
+    month: MonthSpend
+    interrupted: list[Workload]
+    migrations: list[WorkflowRun]
+    failures: list[WorkflowRun]
+    blocked_pools: list[Any]
+
+
+@dataclass(frozen=True)
+class StepRow:
+    step: WorkflowStep
+    seconds: float | None  # None until it started; up to now while it runs
+
+
+@dataclass(frozen=True)
+class RunTimeline:
+    run: WorkflowRun
+    steps: tuple[StepRow, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One instance segment and what it cost; a running one accrues by the second up to now."""
+
+    instance: WorkloadInstance
+    seconds: Decimal
+    cost: Decimal
+    running: bool
+
+
+@dataclass(frozen=True)
+class WorkloadConsole:
+    runs: tuple[RunTimeline, ...]
+    segments: tuple[Segment, ...]
+    total_cost: Decimal
+    notifications: list[Notification]
+    storage: dict[str, Any] | None
+    checkpoints: list[Any]
+
+
+def console_state_counts() -> tuple[StateCount, ...]:
+    """How many workloads are in each state, every state listed (zeros too), in the machine's order."""
+    counts = dict(Workload.objects.order_by().values_list("status").annotate(count=Count("id")))
+    return tuple(StateCount(status=status, count=counts.get(status, 0)) for status in WorkloadStatus.values)
+
+
+def console_month_spend(*, now: datetime | None = None) -> MonthSpend:
+    """Spend, on-demand equivalent and saving of every customer this month (UTC), running instances to ``now``."""
+    from billing.selectors import CURRENCY, PERCENT, ZERO, customer_monthly_summary, month_start
+
+    now = now or timezone.now()
+    start = month_start(now.date())
+    customer_ids = (
+        WorkloadInstance.objects.filter(created_at__lt=now)
+        .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
+        .order_by()
+        .values_list("workload__customer_id", flat=True)
+        .distinct()
+    )
+    summaries = [customer_monthly_summary(customer_id=cid, month=now.date(), now=now) for cid in customer_ids]
+    spend = sum((summary.spend for summary in summaries), ZERO)
+    on_demand = sum((summary.on_demand_equivalent for summary in summaries), ZERO)
+    saving = on_demand - spend
+    return MonthSpend(
+        label=start.strftime("%B %Y"),
+        customers=len(summaries),
+        instance_hours=sum((summary.instance_hours for summary in summaries), ZERO),
+        spend=spend,
+        on_demand_equivalent=on_demand,
+        saving=saving,
+        saving_percent=(saving * 100 / on_demand).quantize(PERCENT, ROUND_HALF_UP) if on_demand else None,
+        currency=CURRENCY,
+    )
+
+
+def console_interrupted_workloads() -> list[Workload]:
+    return list(
+        Workload.objects.filter(status=WorkloadStatus.INTERRUPTED).select_related("customer").order_by("updated_at")
+    )
+
+
+def console_running_migrations() -> list[WorkflowRun]:
+    """Migration runs in progress, each with ``current_step`` (its first unfinished step) set."""
+    runs = list(
+        WorkflowRun.objects.filter(kind=WorkflowKind.MIGRATE, status=RunStatus.RUNNING)
+        .select_related("workload__customer")
+        .prefetch_related(Prefetch("steps", queryset=WorkflowStep.objects.order_by("position")))
+        .order_by("created_at")
+    )
+    for run in runs:
+        run.current_step = next((step for step in run.steps.all() if step.status != StepStatus.SUCCEEDED), None)
+    return runs
+
+
+def console_recent_failures(*, limit: int = RECENT_FAILURES) -> list[WorkflowRun]:
+    return list(
+        WorkflowRun.objects.filter(status=RunStatus.FAILED)
+        .select_related("workload__customer")
+        .order_by(F("finished_at").desc(nulls_last=True), "-created_at")[:limit]
+    )
+
+
+def console_blocked_pools(*, now: datetime | None = None) -> list[Any]:
+    from placement.models import PoolBlock
+
+    return list(PoolBlock.objects.filter(until__gt=now or timezone.now()).order_by("until"))
+
+
+def console_dashboard(*, now: datetime | None = None) -> ConsoleDashboard:
+    """Everything the operator console's dashboard shows."""
+    now = now or timezone.now()
+    states = console_state_counts()
+    return ConsoleDashboard(
+        states=states,
+        total=sum(state.count for state in states),
+        month=console_month_spend(now=now),
+        interrupted=console_interrupted_workloads(),
+        migrations=console_running_migrations(),
+        failures=console_recent_failures(),
+        blocked_pools=console_blocked_pools(now=now),
+    )
+
+
+def _span_seconds(start: datetime | None, end: datetime | None, now: datetime) -> float | None:
+    if start is None:
+        return None
+    return max((end or now) - start, timedelta(0)).total_seconds()
+
+
+def segment_cost(*, instance: WorkloadInstance, now: datetime) -> Segment:
+    """The segment's cost: its usage record once billed, else seconds x spot price / 3600 (to now while it runs)."""
+    record = getattr(instance, "usage_record", None)
+    end = instance.terminated_at or now
+    delta = max(end - instance.created_at, timedelta(0))
+    seconds = Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / Decimal(1_000_000)
+    if record is not None:
+        cost = record.total_cost
+    else:
+        cost = (seconds * Decimal(instance.spot_price) / SECONDS_PER_HOUR).quantize(MONEY, ROUND_HALF_UP)
+    return Segment(instance=instance, seconds=seconds, cost=cost, running=instance.terminated_at is None)
+
+
+def workload_console(*, workload: Workload, now: datetime | None = None) -> WorkloadConsole:
+    """A workload's page in the console: run timelines, priced segments, notifications, storage."""
+    from storage.selectors import checkpoint_list, storage_summary_get
+
+    now = now or timezone.now()
+    runs = tuple(
+        RunTimeline(
+            run=run,
+            steps=tuple(
+                StepRow(step=step, seconds=_span_seconds(step.started_at, step.finished_at, now))
+                for step in run.steps.all()
+            ),
+            seconds=_span_seconds(run.created_at, run.finished_at, now) or 0.0,
+        )
+        for run in workflow_runs(workload=workload)
+    )
+    instances = WorkloadInstance.objects.filter(workload=workload).select_related("usage_record").order_by("created_at")
+    segments = tuple(segment_cost(instance=instance, now=now) for instance in instances)
+    return WorkloadConsole(
+        runs=runs,
+        segments=segments,
+        total_cost=sum((segment.cost for segment in segments), Decimal("0.000000")),
+        notifications=list(Notification.objects.filter(workload=workload).order_by("-created_at")[:50]),
+        storage=storage_summary_get(workload_id=workload.id),
+        checkpoints=list(checkpoint_list(workload_id=workload.id)[:10]),
     )

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from arbitrage.errors import DomainError
+from billing.services import customer_budget_enforce
 from placement.clouds.base import get_cloud
 from workloads import routing
 from workloads.errors import IdempotencyKeyReused, NoCheaperOffer, TransitionRefused
@@ -107,13 +108,16 @@ def workload_create(
 
     With an ``idempotency_key`` a retried create returns the workload the first
     call made (``created`` False) instead of making a second one; the same key
-    with a different request is refused.
+    with a different request is refused. Once this month's spend has reached the
+    customer's monthly budget a new workload is refused (``BudgetExceeded``, 402)
+    and the customer gets a BUDGET_EXCEEDED notification; nothing is stored.
     """
     fingerprint = _fingerprint(name=name, requirements=requirements, config=config, recovery_policy=recovery_policy)
     if idempotency_key:
         existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
         if existing is not None:
             return _idempotent_replay(existing, fingerprint), False
+    customer_budget_enforce(customer=customer)
     try:
         with transaction.atomic():
             workload = Workload.objects.create(
@@ -434,3 +438,70 @@ def workload_rebalance(*, workload_id: UUID | str, min_saving_pct: Decimal) -> d
             },
         )
     return {"status": workload.status, "saving_pct": str(saving_pct), "offer": offer}
+
+
+# --- operator actions (the admin console) ----------------------------------------------
+
+
+def workload_provision_retry(*, workload_id: UUID | str) -> WorkflowRun:
+    """FAILED → PENDING and a new provisioning run; the failed run stays as it was, for the record.
+
+    Only a FAILED workload can be retried (``TransitionRefused`` otherwise). Its
+    failure reason and quota reservation are cleared: validate-quotas counts it
+    again. A failed run already released whatever it had made.
+    """
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        previous = workload.failure_reason
+        workload_transition_locked(
+            workload,
+            "retry",
+            message="Provisioning retried by an operator.",
+            detail={"previous_failure": previous},
+            failure_reason="",
+            capacity_reserved_at=None,
+        )
+        return workflow_run_create(
+            kind=WorkflowKind.PROVISION, workload=workload, payload={"retry": True, "previous_failure": previous}
+        )
+
+
+def workload_migrate_now(*, workload_id: UUID | str) -> WorkflowRun:
+    """Move a RUNNING workload to the best other pool now: the migration workflow, as a planned move.
+
+    Like a rebalance, the workload passes through INTERRUPTED (signal
+    ``operator``), its pool is not blocked but excluded from the re-placement,
+    and the agent is asked for a checkpoint first (the workflow does that for a
+    planned move, which its payload calls ``rebalance``). Refused, leaving the
+    workload where it is, when no other offer fits it.
+    """
+    from placement.errors import NoPlacement
+    from placement.selectors import placement_candidates
+
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        instance = workload_current_instance(workload_id=workload.id)
+        if workload.status != WorkloadStatus.RUNNING or instance is None:
+            raise TransitionRefused(workload_id=workload.id, transition="migrate", current_state=workload.status)
+        pool = [instance.provider, instance.region, instance.availability_zone, instance.instance_type]
+        try:
+            best = placement_candidates(requirements=workload.requirements, limit=1, exclude_pools=[tuple(pool)])[0]
+        except NoPlacement as none:
+            raise DomainError(f"No other offer fits this workload, so it stays where it is: {none.message}") from None
+        workload_transition_locked(
+            workload,
+            "spot_interrupt",
+            message=f"Migration asked by an operator, away from {'/'.join(pool)}.",
+            detail={"signal": "operator", "best_offer": f"{best.provider}/{best.region}/{best.instance_type}"},
+        )
+        return workflow_run_create(
+            kind=WorkflowKind.MIGRATE,
+            workload=workload,
+            payload={
+                "reason": "migration asked by an operator",
+                "signal": "rebalance",  # a planned move: wait-for-final-checkpoint asks the agent for one
+                "requested_by": "operator",
+                "exclude_pools": [pool],
+                "from_instance": str(instance.id),
+            },
+        )

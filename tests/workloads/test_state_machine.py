@@ -31,6 +31,7 @@ ALLOWED = {
     ("cancel", S.PROVISIONING, S.STOPPING),
     ("recover", S.INTERRUPTED, S.PROVISIONING),
     ("recover", S.UNHEALTHY, S.PROVISIONING),
+    ("retry", S.FAILED, S.PENDING),
 }
 ALLOWED_SOURCES = {(name, source) for name, source, _ in ALLOWED}
 REFUSED = sorted(
