@@ -422,13 +422,23 @@ AUTH_PASSWORD_VALIDATORS = [
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+# One handler for every process (web, gateway, Celery worker and beat: arbitrage/celery.py uses this too).
+# Its filter adds the log context (workload_id, run_id, step, kind: set by the step engine and by
+# tasks that take a workload or run id) to every record; the formatter is LOG_FORMAT's (arbitrage/logs.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"log_context": {"()": "arbitrage.logs.LogContextFilter"}},
+    "formatters": {"configured": {"()": "arbitrage.logs.configured_formatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "configured", "filters": ["log_context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # The cloud SDKs log every request and response at INFO: keep their warnings only.
+        "azure": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "google": {"level": "WARNING"},
+    },
 }
 
 # --- Metrics and logs ---------------------------------------------------------------

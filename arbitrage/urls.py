@@ -4,16 +4,19 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from arbitrage.api import errors
 from arbitrage.health import healthz
+from arbitrage.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("workloads.api.urls")),
     path("api/v1/placement/", include("placement.api.urls")),
     path("api/v1/", include("storage.api.urls")),
+    path("api/v1/billing/", include("billing.api.urls")),
     path("storage/", include("storage.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler400 = errors.json_bad_request

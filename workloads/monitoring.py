@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from arbitrage.metrics import health_checks_record
 from placement.clouds.base import CloudError, InstanceNotFound, InstanceState, get_cloud
 from workloads.health import check_many
 from workloads.models import HealthMonitor, WorkloadStatus
@@ -53,6 +54,9 @@ def health_sweep_run() -> SweepReport:
             failing.append((monitor, result))
     HealthMonitor.objects.bulk_update(
         monitors, ["last_checked_at", "last_latency_ms", "consecutive_failures", "last_ok_at"], batch_size=500
+    )
+    health_checks_record(
+        results=[(monitor.provider, result.ok) for monitor, result in zip(monitors, results, strict=True)]
     )
 
     unhealthy = interrupted = 0

@@ -27,8 +27,9 @@ from uuid import UUID
 import httpx
 from django.conf import settings
 
+from arbitrage.logs import log_context_bind
 from workloads.gateway.access import AccessControl, credential_of
-from workloads.gateway.counters import counters
+from workloads.gateway.counters import PUBLISH_SECONDS, CountersPublisher, counters
 from workloads.gateway.resolver import Route, RouteResolver
 from workloads.models import WorkloadStatus as S
 
@@ -82,6 +83,10 @@ class GatewayApp:
         self.resolver = RouteResolver(cache_seconds=settings.GATEWAY_ROUTE_CACHE_SECONDS)
         self.access = AccessControl()
         self._client: httpx.AsyncClient | None = None
+        # Copies the counters to the shared KV for the web process's /metrics (counters.py).
+        self.publisher = CountersPublisher(counters)
+        self._publishing: asyncio.Task | None = None
+        self._publishing_started = False
 
     # --- ASGI ---------------------------------------------------------------
 
@@ -98,8 +103,10 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.client()
+                self.start_publishing()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.stop_publishing()
                 if self._client is not None:
                     await self._client.aclose()
                     self._client = None
@@ -124,9 +131,35 @@ class GatewayApp:
             )
         return self._client
 
+    # --- counters to the KV, off the request path ---------------------------
+
+    def start_publishing(self) -> None:
+        if not self._publishing_started:
+            self._publishing_started = True
+            self._publishing = asyncio.get_running_loop().create_task(self._publish_every_second())
+
+    async def stop_publishing(self) -> None:
+        if self._publishing is not None:
+            self._publishing.cancel()
+            self._publishing = None
+            await self._publish(force=True)
+
+    async def _publish_every_second(self) -> None:
+        while True:
+            await self._publish()
+            await asyncio.sleep(PUBLISH_SECONDS)
+
+    async def _publish(self, *, force: bool = False) -> None:
+        try:
+            await asyncio.to_thread(self.publisher.publish, force=force)
+        except Exception:
+            logger.exception("gateway: could not publish the counters to the KV")
+
     # --- one request --------------------------------------------------------
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._publishing_started:  # run without the lifespan protocol
+            self.start_publishing()
         started = time.monotonic()
         log: dict[str, Any] = {"workload": "-", "upstream_ms": "-", "instance": "-"}
         status = 500
@@ -163,6 +196,7 @@ class GatewayApp:
             return await respond(send, 404, {"error": "No workload at this address."})
         workload_id, raw_path = target
         log["workload"] = str(workload_id)
+        log_context_bind(workload_id=workload_id)  # this request's task only
 
         route = await self.resolver.resolve(workload_id)
         if route.meta is None or route.status is None:

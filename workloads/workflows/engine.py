@@ -35,6 +35,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from arbitrage.errors import DomainError
+from arbitrage.logs import log_context, log_context_bind
 from workloads.models import (
     RunStatus,
     StepStatus,
@@ -273,9 +274,16 @@ def workflow_run_cancel(*, workload_id: UUID | str, kind: str, reason: str) -> l
 
 
 def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Outcome:
+    # Every log line of the step names its run, step, workload and kind (arbitrage.logs).
+    with log_context(run_id=run_id, step=step_name):
+        return _step_execute(run_id=run_id, step_name=step_name, generation=generation)
+
+
+def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Outcome:
     run = WorkflowRun.objects.select_related("workload").filter(id=run_id).first()
     if run is None:
         return Stop("no such run")
+    log_context_bind(workload_id=run.workload_id, kind=run.kind)
     if run.chain_generation != generation:
         return Stop("superseded by a resumed chain")
     if run.status != RunStatus.RUNNING:
@@ -436,4 +444,5 @@ def workflow_cleanup_execute(*, run_id: UUID | str) -> None:
     run = WorkflowRun.objects.select_related("workload").get(id=run_id)
     cleanup = WORKFLOWS[run.kind].cleanup
     if cleanup is not None:
-        cleanup(run)
+        with log_context(workload_id=run.workload_id, run_id=run.id, kind=run.kind, step="cleanup"):
+            cleanup(run)
