@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint format migrate customer compose-check clean
+.PHONY: run test lint format migrate customer compose-check clean demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(PY)
 ## run: web (127.0.0.1:8000), Celery worker and beat on the configured mode; Ctrl-C stops all three
 run: $(VENV)/.runtime
 	$(PY) manage.py serve
+
+## demo: the whole story on one machine (var/demo, free ports): quote, submit, migrate across clouds, bill; then stops
+demo: $(VENV)/.runtime
+	$(PY) manage.py demo
 
 ## test: the whole suite (embedded default unless DATABASE_URL/REDIS_URL say otherwise)
 test: $(VENV)/.dev
