@@ -29,7 +29,7 @@ run: $(VENV)/.runtime
 
 ## demo: the whole story on one machine (var/demo, free ports): quote, submit, migrate across clouds, bill; then stops
 demo: $(VENV)/.runtime
-	$(PY) manage.py demo
+	@$(PY) manage.py demo
 
 ## test: the whole suite (embedded default unless DATABASE_URL/REDIS_URL say otherwise)
 test: $(VENV)/.dev
