@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -16,8 +17,11 @@ from moto.ec2.models import ec2_backends
 from placement.clouds import base
 from placement.clouds.aws import AwsCloud
 from placement.models import ReconcileFinding
+from tests.factories import WorkloadFactory
 from tests.placement.aws_fake import FAKE_ENV
-from workloads.reconciliation import cloud_reconcile
+from tests.placement.test_aws_cloud import interruption_event
+from workloads.models import InstanceStatus, WorkloadInstance, WorkloadStatus
+from workloads.reconciliation import cloud_interruption_warnings_poll, cloud_reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +94,36 @@ def test_the_dry_run_leaves_the_fake_cloud_as_it_was(ec2):
     assert [(a.action, a.instance_id) for a in report.actions] == [("terminate", old)]
     assert state_of(ec2, old) == "running"
     assert not ReconcileFinding.objects.exists()
+
+
+def test_a_spot_interruption_warning_from_the_eventbridge_queue_interrupts_the_workload(
+    ec2, django_capture_on_commit_callbacks
+):
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="spot-interruptions")["QueueUrl"]
+    cloud = AwsCloud(ami_ids={REGION: "ami-0abcdef1234567890"}, interruption_queue_urls={REGION: queue_url})
+    cloud.interruption_wait_seconds = 0
+    base.register_cloud("aws", cloud)
+    instance_id = launch_outside_the_system(ec2, minutes_ago=5)
+    workload = WorkloadFactory(status=WorkloadStatus.RUNNING)
+    WorkloadInstance.objects.create(
+        workload=workload,
+        provider="aws",
+        region=REGION,
+        availability_zone="us-east-1a",
+        instance_type="m5.large",
+        instance_id=instance_id,
+        spot_price=Decimal("0.05"),
+        status=InstanceStatus.RUNNING,
+    )
+    sqs.send_message(QueueUrl=queue_url, MessageBody=interruption_event(instance_id, "2026-11-28T12:00:00Z"))
+
+    with django_capture_on_commit_callbacks(execute=False):
+        interrupted = cloud_interruption_warnings_poll()
+
+    workload.refresh_from_db()
+    assert interrupted == [str(workload.id)]
+    assert workload.status == WorkloadStatus.INTERRUPTED
+    event = workload.events.get(name="spot_interrupt")
+    assert event.detail["signal"] == "cloud" and event.detail["deadline"] == "2026-11-28T12:02:00+00:00"
+    assert cloud_interruption_warnings_poll() == []  # the warning was consumed
