@@ -198,6 +198,18 @@ Outcome = Done | RetryLater | Stop
 # --- starting and resuming runs ----------------------------------------------------------
 
 
+def _lock_run(run_id: UUID | str, workload_id: UUID | str) -> WorkflowRun:
+    """Lock the run's workload row, then the run: the order every writer takes them in.
+
+    A terminate or an interrupt locks the workload and then cancels or starts
+    runs; a step recording its result writes workload events (a foreign key: a
+    share lock on the workload) and may move the workload. Taking the runs first
+    here would deadlock with them on PostgreSQL.
+    """
+    list(Workload.objects.select_for_update().filter(pk=workload_id).values_list("pk", flat=True))
+    return WorkflowRun.objects.select_for_update().get(pk=run_id)
+
+
 def workflow_run_create(*, kind: str, workload: Workload, payload: dict[str, Any] | None = None) -> WorkflowRun:
     """Create a run and its step rows, and enqueue its chain when the transaction commits."""
     workflow = WORKFLOWS[kind]
@@ -229,11 +241,11 @@ def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUI
         stalled_for = timedelta(seconds=scaled(settings.WORKFLOW_STALL_SECONDS))
     cutoff = timezone.now() - stalled_for
     resumed = []
-    for run_id in WorkflowRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lte=cutoff).values_list(
-        "id", flat=True
-    ):
+    for run_id, workload_id in WorkflowRun.objects.filter(
+        status=RunStatus.RUNNING, heartbeat_at__lte=cutoff
+    ).values_list("id", "workload_id"):
         with transaction.atomic():
-            run = WorkflowRun.objects.select_for_update().get(id=run_id)
+            run = _lock_run(run_id, workload_id)
             if run.status != RunStatus.RUNNING or run.heartbeat_at > cutoff:
                 continue
             run.chain_generation += 1
@@ -332,7 +344,7 @@ def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Out
 def _record_success(ctx: StepContext, definition: Step, result: Any) -> Outcome:
     try:
         with transaction.atomic():
-            run = WorkflowRun.objects.select_for_update().get(pk=ctx.run.pk)
+            run = _lock_run(ctx.run.pk, ctx.run.workload_id)
             if run.status != RunStatus.RUNNING:
                 raise _RunStopped
             step = WorkflowStep.objects.select_for_update().get(pk=ctx.step.pk)
@@ -377,7 +389,7 @@ def _finish_run(run: WorkflowRun) -> None:
 def _give_up(run: WorkflowRun, step_name: str, error: str) -> Stop:
     """Fail the run at ``step_name`` and schedule the workflow's cleanup."""
     with transaction.atomic():
-        locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        locked = _lock_run(run.pk, run.workload_id)
         if locked.status != RunStatus.RUNNING:
             return Stop(f"run is {locked.status}")
         now = timezone.now()
@@ -406,7 +418,7 @@ def _rewind(run: WorkflowRun, step_name: str, rewind: Rewind) -> Stop:
     """Reset ``rewind.to_step`` and every later step, and enqueue a new chain from there."""
     workflow = WORKFLOWS[run.kind]
     with transaction.atomic():
-        locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        locked = _lock_run(run.pk, run.workload_id)
         if locked.status != RunStatus.RUNNING:
             return Stop(f"run is {locked.status}")
         rewinds = int(locked.payload.get("rewinds", 0)) + 1
