@@ -313,9 +313,9 @@ CLOUD_BACKENDS = env_mapping(
 for _provider, _backend in CLOUD_BACKENDS.items():
     if _backend not in ("local", _provider):
         raise ConfigError("CLOUD_BACKENDS", f"{_provider} can run on 'local' or '{_provider}', not {_backend!r}")
-# Regions each provider is used in (reconciliation lists instances there);
-# "aws=us-east-1|eu-west-1,gcp=us-central1". A provider not named here uses the
-# regions of its pools in the catalog.
+# Regions each provider is used in: placement only picks its offers there and
+# reconciliation lists its instances there; "aws=us-east-1|eu-west-1,gcp=us-central1".
+# A provider not named here uses every region of its pools in the catalog.
 CLOUD_REGIONS = {
     provider: [region for region in regions.split("|") if region]
     for provider, regions in env_pairs("CLOUD_REGIONS").items()

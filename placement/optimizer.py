@@ -31,6 +31,7 @@ from datetime import datetime
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Min, Q, QuerySet, Value
 
 from placement.errors import InvalidRequirements, NoPlacement
@@ -278,10 +279,24 @@ class _TypeParts:
             highest = req.max_price_per_hour * RiskModel.from_settings().multiplier(len(BUCKET_FREQUENCY) - 1)
             offers = offers.filter(expected_cost__lte=highest.quantize(MONEY_QUANTUM, ROUND_UP))
         self.offers, self.limit, self.excluded_by_type = offers, limit, excluded_by_type
-        self.template = self._compile(self._TYPE_ID, self._PROVIDER, self._NAME, ())
+        # A provider limited to some regions (CLOUD_REGIONS) is only placed there: its
+        # adapter has subnets and images for those alone.
+        self.enabled_regions = {provider: regions for provider, regions in settings.CLOUD_REGIONS.items() if regions}
+        self.templates: dict[str, tuple] = {}
 
-    def _compile(self, type_id: int, provider: str, name: str, excluded: Sequence[tuple[str, str]]):
+    def _template(self, provider: str) -> tuple:
+        key = provider if provider in self.enabled_regions else ""
+        if key not in self.templates:
+            self.templates[key] = self._compile(self._TYPE_ID, self._PROVIDER, self._NAME, (), provider_key=key)
+        return self.templates[key]
+
+    def _compile(
+        self, type_id: int, provider: str, name: str, excluded: Sequence[tuple[str, str]], *, provider_key: str = ""
+    ):
         part = self.offers.filter(instance_type_id=type_id)
+        regions = self.enabled_regions.get(provider_key or provider)
+        if regions:
+            part = part.filter(region__in=regions)
         for region, zone in excluded:
             part = part.exclude(region=region, availability_zone=zone)
         part = (
@@ -308,7 +323,7 @@ class _TypeParts:
         if excluded:
             sql, params = self._compile(type_id, provider, name, excluded)
             return sql, list(params)
-        sql, params = self.template
+        sql, params = self._template(provider)
         markers = {self._TYPE_ID: type_id, self._PROVIDER: provider, self._NAME: name}
         return sql, [markers.get(value, value) if isinstance(value, (int, str)) else value for value in params]
 

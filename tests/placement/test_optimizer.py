@@ -88,6 +88,24 @@ def test_allowed_providers_regions_and_zones_are_honoured():
     assert quote(vcpu=4, memory_gb=16, providers=["azure"], regions=["eastus"])[0].instance_type == "Standard_D4s_v5"
 
 
+def test_a_provider_limited_to_some_regions_is_only_placed_there(settings):
+    offer("m6i.xlarge", region="us-east-1", availability_zone="us-east-1a", spot_price="0.05")
+    offer("m6i.xlarge", region="us-west-2", availability_zone="us-west-2b", spot_price="0.01")
+    offer("m6i.xlarge", region="us-west-2", availability_zone="us-west-2a", spot_price="0.02")
+    offer("n2-standard-4", provider="gcp", region="us-central1", availability_zone="us-central1-a", spot_price="0.04")
+    settings.CLOUD_REGIONS = {"aws": ["us-east-1"]}
+
+    assert pools(quote(vcpu=4, memory_gb=16)) == [
+        ("gcp", "us-central1", "us-central1-a", "n2-standard-4"),
+        ("aws", "us-east-1", "us-east-1a", "m6i.xlarge"),
+    ]
+    # The same with a blocked pool, which takes the type's own compiled query.
+    pool_block(
+        provider="aws", region="us-east-1", availability_zone="us-east-1a", instance_type="m6i.xlarge", reason="test"
+    )
+    assert pools(quote(vcpu=4, memory_gb=16)) == [("gcp", "us-central1", "us-central1-a", "n2-standard-4")]
+
+
 def test_max_price_is_honoured():
     offer("m6i.xlarge", region="us-east-1", spot_price="0.050000")
     offer("m6i.xlarge", region="us-west-2", spot_price="0.050001")
