@@ -411,6 +411,12 @@ class Notification(models.Model):
         constraints = [
             # One notification of a kind per workflow run step: a re-run step does not notify twice.
             models.UniqueConstraint(fields=["workload", "type", "dedupe_key"], name="notification_once"),
+            # About the customer's account (no workload, e.g. BUDGET_EXCEEDED): once per customer.
+            models.UniqueConstraint(
+                fields=["customer", "type", "dedupe_key"],
+                condition=models.Q(workload__isnull=True),
+                name="customer_notification_once",
+            ),
         ]
 
     def __str__(self) -> str:

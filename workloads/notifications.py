@@ -58,10 +58,6 @@ def notification_create(
     status = DeliveryStatus.PENDING if customer.webhook_url else DeliveryStatus.NO_WEBHOOK
     try:
         with transaction.atomic():
-            if workload is None:
-                # The unique constraint does not cover rows without a workload (NULLs differ):
-                # the customer's row lock makes concurrent calls take turns instead.
-                list(Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk", flat=True))
             notification, created = Notification.objects.get_or_create(
                 **lookup, defaults={"customer": customer, "payload": payload, "delivery_status": status}
             )

@@ -7,9 +7,10 @@ from hashlib import sha256
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from tests.factories import CustomerFactory, WorkloadFactory
-from workloads.models import DeliveryStatus, NotificationType
+from workloads.models import DeliveryStatus, Notification, NotificationType
 from workloads.notifications import SIGNATURE_HEADER, WebhookDeliveryError, notification_create, notification_deliver
 
 
@@ -104,3 +105,21 @@ def test_the_same_step_never_notifies_twice(db, django_capture_on_commit_callbac
         first = notification_create(workload=workload, type=NotificationType.WORKLOAD_READY, payload={}, dedupe_key="r")
         again = notification_create(workload=workload, type=NotificationType.WORKLOAD_READY, payload={}, dedupe_key="r")
     assert first.id == again.id
+
+
+@pytest.mark.django_db
+def test_an_account_notification_is_stored_once_per_customer_type_and_key():
+    customer = CustomerFactory()
+
+    def budget_notice(month: str, n: int) -> Notification:
+        return notification_create(
+            customer=customer, type=NotificationType.BUDGET_EXCEEDED, payload={"n": n}, dedupe_key=f"budget:{month}"
+        )
+
+    first, again, later = budget_notice("2026-11", 1), budget_notice("2026-11", 2), budget_notice("2026-12", 3)
+
+    assert again.pk == first.pk and later.pk != first.pk
+    with pytest.raises(IntegrityError), transaction.atomic():  # the database holds the line too
+        Notification.objects.create(
+            customer=customer, type=NotificationType.BUDGET_EXCEEDED, dedupe_key="budget:2026-11"
+        )
