@@ -186,22 +186,27 @@ def _priced(segment: _Segment, *, start: datetime | None, end: datetime) -> tupl
     return (seconds / SECONDS_PER_HOUR).quantize(HOURS, ROUND_HALF_UP), cost, on_demand
 
 
-def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datetime | None = None) -> MonthlySummary:
-    """The customer's instance hours, spend, on-demand equivalent and saving in ``month`` (UTC).
+def monthly_provider_totals(
+    *, month: date, now: datetime | None = None, customer_id: UUID | str | None = None
+) -> tuple[ProviderSummary, ...]:
+    """Per provider: instance hours, spend and on-demand equivalent in ``month`` (UTC).
 
-    ``month`` may be any day of the month. Running instances count up to ``now``
-    (default: the current time).
+    Of one customer, or of every customer when ``customer_id`` is None (the
+    operator console). Running instances count up to ``now`` (default: the
+    current time); a segment crossing the month's edges counts its seconds inside.
     """
     now = now or timezone.now()
     month = month.replace(day=1)
     start, end = month_start(month), month_end(month)
     until = min(end, now)
     instances = (
-        WorkloadInstance.objects.filter(workload__customer_id=customer_id, created_at__lt=until)
+        WorkloadInstance.objects.filter(created_at__lt=until)
         .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
         .select_related("usage_record")
         .order_by("created_at", "id")
     )
+    if customer_id is not None:
+        instances = instances.filter(workload__customer_id=customer_id)
     if until <= start:  # a month that has not begun
         instances = instances.none()
     per_provider: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
@@ -212,7 +217,7 @@ def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datet
         totals[0] += hours
         totals[1] += cost
         totals[2] += on_demand
-    providers = tuple(
+    return tuple(
         ProviderSummary(
             provider=provider,
             instance_hours=hours,
@@ -222,6 +227,17 @@ def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datet
         )
         for provider, (hours, spend, on_demand) in sorted(per_provider.items())
     )
+
+
+def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datetime | None = None) -> MonthlySummary:
+    """The customer's instance hours, spend, on-demand equivalent and saving in ``month`` (UTC).
+
+    ``month`` may be any day of the month. Running instances count up to ``now``
+    (default: the current time).
+    """
+    month = month.replace(day=1)
+    start, end = month_start(month), month_end(month)
+    providers = monthly_provider_totals(month=month, now=now, customer_id=customer_id)
     spend = sum((row.spend for row in providers), ZERO)
     on_demand = sum((row.on_demand_equivalent for row in providers), ZERO)
     saving = on_demand - spend

@@ -154,25 +154,26 @@ def console_state_counts() -> tuple[StateCount, ...]:
 
 def console_month_spend(*, now: datetime | None = None) -> MonthSpend:
     """Spend, on-demand equivalent and saving of every customer this month (UTC), running instances to ``now``."""
-    from billing.selectors import CURRENCY, PERCENT, ZERO, customer_monthly_summary, month_start
+    from billing.selectors import CURRENCY, PERCENT, ZERO, month_start, monthly_provider_totals
 
     now = now or timezone.now()
     start = month_start(now.date())
-    customer_ids = (
+    providers = monthly_provider_totals(month=now.date(), now=now)
+    customers = (
         WorkloadInstance.objects.filter(created_at__lt=now)
         .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
         .order_by()
-        .values_list("workload__customer_id", flat=True)
+        .values("workload__customer_id")
         .distinct()
+        .count()
     )
-    summaries = [customer_monthly_summary(customer_id=cid, month=now.date(), now=now) for cid in customer_ids]
-    spend = sum((summary.spend for summary in summaries), ZERO)
-    on_demand = sum((summary.on_demand_equivalent for summary in summaries), ZERO)
+    spend = sum((row.spend for row in providers), ZERO)
+    on_demand = sum((row.on_demand_equivalent for row in providers), ZERO)
     saving = on_demand - spend
     return MonthSpend(
         label=start.strftime("%B %Y"),
-        customers=len(summaries),
-        instance_hours=sum((summary.instance_hours for summary in summaries), ZERO),
+        customers=customers,
+        instance_hours=sum((row.instance_hours for row in providers), ZERO),
         spend=spend,
         on_demand_equivalent=on_demand,
         saving=saving,
