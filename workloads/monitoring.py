@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from arbitrage.logs import log_context
 from arbitrage.metrics import health_checks_record
 from placement.clouds.base import CloudError, InstanceNotFound, InstanceState, get_cloud
 from workloads.health import check_many
@@ -61,13 +62,14 @@ def health_sweep_run() -> SweepReport:
 
     unhealthy = interrupted = 0
     for monitor, result in failing:
-        if _instance_gone(monitor):
-            interrupted += workload_interrupt(
-                workload_id=monitor.workload_id, signal="cloud", detail={"health_check": result.error}
-            )
-        elif monitor.consecutive_failures >= settings.HEALTH_FAILURE_THRESHOLD:
-            reason = f"{monitor.consecutive_failures} failed health checks in a row (last: {result.error})"
-            unhealthy += workload_mark_unhealthy(workload_id=monitor.workload_id, reason=reason)
+        with log_context(workload_id=str(monitor.workload_id)):
+            if _instance_gone(monitor):
+                interrupted += workload_interrupt(
+                    workload_id=monitor.workload_id, signal="cloud", detail={"health_check": result.error}
+                )
+            elif monitor.consecutive_failures >= settings.HEALTH_FAILURE_THRESHOLD:
+                reason = f"{monitor.consecutive_failures} failed health checks in a row (last: {result.error})"
+                unhealthy += workload_mark_unhealthy(workload_id=monitor.workload_id, reason=reason)
     return SweepReport(len(monitors), len(monitors) - len(failing), len(failing), unhealthy, interrupted)
 
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from arbitrage.logs import log_context
 from placement.clouds.base import CloudError, InstanceInfo, InstanceNotFound, InstanceState, get_cloud
 from placement.models import ReconcileFinding
 from placement.services import catalog_regions
@@ -214,9 +215,11 @@ def _reconcile_lost(
                     "detail": {"reason": reason},
                 },
             )
-            workload_interrupt(
-                workload_id=workload_id, signal="cloud", detail={"source": "reconciliation", "reason": reason}
-            )
+            with log_context(workload_id=workload_id):
+                logger.warning("reconciliation: instance %s is gone (%s); interrupting", instance.instance_id, reason)
+                workload_interrupt(
+                    workload_id=workload_id, signal="cloud", detail={"source": "reconciliation", "reason": reason}
+                )
 
 
 def cloud_interruption_warnings_poll() -> list[str]:
