@@ -499,7 +499,7 @@ class AzureCloud(base.CloudAdapter):
         for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP"):
             if not getattr(settings, name, ""):
                 raise ConfigError(name, "required by the azure cloud backend")
-        token = getattr(settings, "AZURE_ACCESS_TOKEN", "")
+        token = settings.AZURE_ACCESS_TOKEN
         return cls(
             subscription_id=settings.AZURE_SUBSCRIPTION_ID,
             resource_group=settings.AZURE_RESOURCE_GROUP,

@@ -8,8 +8,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from billing.admin import monthly_summary_link, monthly_summary_url
-from tests.billing.factories import WorkloadInstanceFactory
-from tests.factories import CustomerFactory, WorkloadFactory
+from tests.factories import CustomerFactory, WorkloadFactory, WorkloadInstanceFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.billing.factories import WorkloadInstanceFactory
-from tests.factories import WorkloadFactory
+from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 
 D = Decimal
 URL = "/api/v1/billing/summary"

@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from arbitrage.errors import DomainError
 from billing.errors import BudgetExceeded
-from tests.billing.factories import WorkloadInstanceFactory
-from tests.factories import CustomerFactory, WorkloadFactory
+from tests.factories import CustomerFactory, WorkloadFactory, WorkloadInstanceFactory
 from workloads.models import DeliveryStatus, Notification, NotificationType, Workload
 from workloads.services import workload_create
 

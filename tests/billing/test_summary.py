@@ -7,8 +7,7 @@ import pytest
 
 from billing.models import UsageRecord
 from billing.selectors import ProviderSummary, customer_monthly_summary, workload_cost_so_far
-from tests.billing.factories import WorkloadInstanceFactory
-from tests.factories import CustomerFactory, WorkloadFactory
+from tests.factories import CustomerFactory, WorkloadFactory, WorkloadInstanceFactory
 
 pytestmark = pytest.mark.django_db
 

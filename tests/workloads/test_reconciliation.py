@@ -11,8 +11,8 @@ from django.utils import timezone
 from placement.clouds import local
 from placement.clouds.base import MANAGED_BY_TAG, MANAGED_BY_VALUE, InstanceRequest, InstanceState
 from placement.models import ReconcileFinding
-from tests.factories import WorkloadFactory
-from workloads.models import InstanceStatus, WorkflowKind, WorkflowRun, WorkloadInstance, WorkloadStatus
+from tests.factories import WorkloadFactory, WorkloadInstanceFactory
+from workloads.models import WorkflowKind, WorkflowRun, WorkloadStatus
 from workloads.reconciliation import cloud_reconcile
 
 pytestmark = pytest.mark.django_db
@@ -62,16 +62,7 @@ def test_a_leak_past_the_grace_period_is_terminated_and_one_inside_it_is_left_al
 def test_an_instance_a_workload_owns_is_never_a_leak():
     owned = launch_outside_the_system("owned", launched_seconds_ago=GRACE * 2)
     workload = WorkloadFactory(status=WorkloadStatus.RUNNING)
-    WorkloadInstance.objects.create(
-        workload=workload,
-        provider="aws",
-        region=REGION,
-        availability_zone="us-east-1a",
-        instance_type="m5.large",
-        instance_id=owned,
-        spot_price=Decimal("0.05"),
-        status=InstanceStatus.RUNNING,
-    )
+    WorkloadInstanceFactory(workload=workload, availability_zone="us-east-1a", instance_id=owned)
 
     report = cloud_reconcile()
 
@@ -93,16 +84,7 @@ def test_the_young_leak_is_terminated_by_a_later_pass_once_its_grace_is_over():
 def test_a_running_workload_whose_instance_is_gone_goes_to_interruption_handling(django_capture_on_commit_callbacks):
     workload = WorkloadFactory(status=WorkloadStatus.RUNNING, config={"health_check_port": 8080, "recovery": "migrate"})
     gone = f"i-{uuid.uuid4().hex[:17]}"
-    WorkloadInstance.objects.create(
-        workload=workload,
-        provider="aws",
-        region=REGION,
-        availability_zone="us-east-1a",
-        instance_type="m5.large",
-        instance_id=gone,
-        spot_price=Decimal("0.05"),
-        status=InstanceStatus.RUNNING,
-    )
+    WorkloadInstanceFactory(workload=workload, availability_zone="us-east-1a", instance_id=gone)
 
     with django_capture_on_commit_callbacks(execute=False):
         report = cloud_reconcile()

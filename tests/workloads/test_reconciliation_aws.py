@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -17,10 +16,10 @@ from moto.ec2.models import ec2_backends
 from placement.clouds import base
 from placement.clouds.aws import AwsCloud
 from placement.models import ReconcileFinding
-from tests.factories import WorkloadFactory
+from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 from tests.placement.aws_fake import FAKE_ENV
 from tests.placement.test_aws_cloud import interruption_event
-from workloads.models import InstanceStatus, WorkloadInstance, WorkloadStatus
+from workloads.models import WorkloadStatus
 from workloads.reconciliation import cloud_interruption_warnings_poll, cloud_reconcile
 
 pytestmark = pytest.mark.django_db
@@ -106,16 +105,7 @@ def test_a_spot_interruption_warning_from_the_eventbridge_queue_interrupts_the_w
     base.register_cloud("aws", cloud)
     instance_id = launch_outside_the_system(ec2, minutes_ago=5)
     workload = WorkloadFactory(status=WorkloadStatus.RUNNING)
-    WorkloadInstance.objects.create(
-        workload=workload,
-        provider="aws",
-        region=REGION,
-        availability_zone="us-east-1a",
-        instance_type="m5.large",
-        instance_id=instance_id,
-        spot_price=Decimal("0.05"),
-        status=InstanceStatus.RUNNING,
-    )
+    WorkloadInstanceFactory(workload=workload, availability_zone="us-east-1a", instance_id=instance_id)
     sqs.send_message(QueueUrl=queue_url, MessageBody=interruption_event(instance_id, "2026-11-28T12:00:00Z"))
 
     with django_capture_on_commit_callbacks(execute=False):
