@@ -15,7 +15,7 @@ a store all processes share:
 * **the routing KV** (Redis in services mode, the file cache embedded), for what
   the database does not keep: the gateway's request counts and upstream latency
   (each gateway process publishes its own counters there every second, see
-  ``workloads.gateway.counters``) and the health sweep's checks and failures
+  ``gateway.counters``) and the health sweep's checks and failures
   (incremented by the sweep, ``health_checks_record``).
 
 A prometheus_client multiprocess directory under ``VAR_DIR`` would only cover
@@ -73,7 +73,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from billing.models import UsageRecord
 from billing.services import MONEY, SECONDS_PER_HOUR
-from workloads.gateway.counters import LATENCY_BUCKETS, published_counters
+from gateway.counters import LATENCY_BUCKETS, published_counters
 from workloads.models import (
     RunStatus,
     StepStatus,

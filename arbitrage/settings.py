@@ -62,10 +62,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "accounts",
     "workloads",
     "placement",
     "storage",
     "billing",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -244,7 +246,7 @@ WHITENOISE_USE_FINDERS = True
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["workloads.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["arbitrage.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -369,7 +371,7 @@ AZURE_RESOURCE_MANAGER_URL = env_url(
 )
 
 # --- Gateway ------------------------------------------------------------------
-# The routing gateway (workloads.gateway): answers for `{id}.workloads.<WORKLOAD_DOMAIN>`
+# The routing gateway (gateway): answers for `{id}.workloads.<WORKLOAD_DOMAIN>`
 # and `/w/{id}/...`, proxying to the workload's instance.
 # How long one request may wait for a migrating workload (INTERRUPTED/UNHEALTHY) to run again.
 GATEWAY_MIGRATION_WAIT_SECONDS = env_float("GATEWAY_MIGRATION_WAIT_SECONDS", 30.0, minimum=0, maximum=300)

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from arbitrage.api import errors
@@ -7,6 +8,11 @@ from arbitrage.health import healthz
 from arbitrage.metrics import metrics_view
 
 urlpatterns = [
+    # Customers and API keys moved to the accounts app: old admin links still land on them.
+    re_path(
+        r"^admin/workloads/(?P<model>customer|apikey)/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/accounts/%(model)s/%(rest)s", query_string=True, permanent=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workloads.api.urls")),
     path("api/v1/placement/", include("placement.api.urls")),

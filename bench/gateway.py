@@ -3,7 +3,7 @@
     .venv/bin/python bench/gateway.py [--seconds 5] [--concurrency 16]
 
 Runs in the embedded mode in a throwaway directory (SQLite, file-cache routing KV):
-starts the sample workload agent (``python -m workloads.agent``, what a local-cloud
+starts the sample workload agent (``python -m agent``, what a local-cloud
 instance runs) and the gateway (uvicorn, as ``make run`` starts it), routes a
 workload to the agent, then drives the same load — one asyncio httpx client,
 ``--concurrency`` requests in flight, for ``--seconds`` — first directly at the
@@ -68,8 +68,9 @@ def setup_django(var_dir: str) -> None:
 
 
 def routed_workload(endpoint: str):
+    from accounts.models import Customer
     from workloads import routing
-    from workloads.models import Customer, Workload, WorkloadRouting, WorkloadStatus
+    from workloads.models import Workload, WorkloadRouting, WorkloadStatus
 
     customer = Customer.objects.create(name="bench")
     workload = Workload.objects.create(
@@ -131,9 +132,9 @@ def main() -> None:
     agent_port, gateway_port = free_port(), free_port()
     env = {**os.environ, "PORT": str(agent_port), "INSTANCE_ID": "i-bench"}
     devnull = subprocess.DEVNULL
-    agent = subprocess.Popen([sys.executable, "-m", "workloads.agent"], cwd=ROOT, env=env, stderr=devnull)
+    agent = subprocess.Popen([sys.executable, "-m", "agent"], cwd=ROOT, env=env, stderr=devnull)
     gateway_command = [
-        sys.executable, "-m", "uvicorn", "workloads.gateway.asgi:application",
+        sys.executable, "-m", "uvicorn", "gateway.asgi:application",
         "--host", "127.0.0.1", "--port", str(gateway_port),
         "--no-access-log", "--no-proxy-headers", "--no-server-header", "--no-date-header",
     ]  # fmt: skip

@@ -65,10 +65,11 @@ def main() -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from accounts.services import api_key_create, customer_create
     from arbitrage.celery import app
     from placement.clouds import local
     from workloads.models import Workload, WorkloadStatus
-    from workloads.services import api_key_create, customer_create, workload_create
+    from workloads.services import workload_create
 
     app.control.purge()
     customer = customer_create(name="bench", max_concurrent_workloads=args.workloads + 10)

@@ -11,12 +11,11 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from accounts.models import Customer
 from billing.models import UsageRecord
 from billing.selectors import customer_monthly_summary, month_end, month_parse, month_start
-from workloads.models import Customer
 
 SUMMARY_URL_NAME = "billing_usagerecord_summary"
 FILTER_MONTHS = 24
@@ -31,14 +30,6 @@ def monthly_summary_url(*, customer_id=None, month: date | None = None) -> str:
         query["month"] = month.strftime("%Y-%m")
     url = reverse(f"admin:{SUMMARY_URL_NAME}")
     return f"{url}?{urlencode(query)}" if query else url
-
-
-@admin.display(description="Billing")
-def monthly_summary_link(customer: Customer) -> str:
-    """A link for the Customer change page (a read-only field of the Customer admin)."""
-    if customer is None or customer.pk is None:
-        return "-"
-    return format_html('<a href="{}">Monthly summary</a>', monthly_summary_url(customer_id=customer.pk))
 
 
 class MonthListFilter(admin.SimpleListFilter):
@@ -132,6 +123,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
                 records_url=reverse("admin:billing_usagerecord_changelist")
                 + "?"
                 + urlencode({"customer__id__exact": str(customer.pk), "month": summary.label}),
-                customer_url=reverse("admin:workloads_customer_change", args=[customer.pk]),
+                customer_url=reverse("admin:accounts_customer_change", args=[customer.pk]),
             )
         return TemplateResponse(request, "admin/billing/monthly_summary.html", context)

@@ -7,7 +7,7 @@ from django.db import models
 
 class UsageRecord(models.Model):
     instance = models.OneToOneField("workloads.WorkloadInstance", on_delete=models.PROTECT, related_name="usage_record")
-    customer = models.ForeignKey("workloads.Customer", on_delete=models.PROTECT, related_name="usage_records")
+    customer = models.ForeignKey("accounts.Customer", on_delete=models.PROTECT, related_name="usage_records")
     workload = models.ForeignKey("workloads.Workload", on_delete=models.PROTECT, related_name="usage_records")
     provider = models.CharField(max_length=16, db_index=True)
     region = models.CharField(max_length=64)

@@ -27,9 +27,10 @@ from uuid import UUID
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import Customer
 from billing.models import UsageRecord
 from billing.services import MONEY, SECONDS_PER_HOUR
-from workloads.models import Customer, WorkloadInstance
+from workloads.models import WorkloadInstance
 
 CURRENCY = "USD"
 HOURS = Decimal("0.000001")

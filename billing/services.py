@@ -8,9 +8,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.models import Customer
 from billing.errors import BudgetExceeded
 from billing.models import UsageRecord
-from workloads.models import Customer, NotificationType, WorkloadInstance
+from workloads.models import NotificationType, WorkloadInstance
 from workloads.notifications import notification_create
 
 SECONDS_PER_HOUR = Decimal(3600)

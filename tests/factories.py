@@ -3,9 +3,10 @@ from decimal import Decimal
 
 import factory
 
+from accounts.models import Customer
+from accounts.services import api_key_create
 from billing.services import usage_record_create
-from workloads.models import Customer, InstanceStatus, Workload, WorkloadInstance, WorkloadStatus
-from workloads.services import api_key_create
+from workloads.models import InstanceStatus, Workload, WorkloadInstance, WorkloadStatus
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):

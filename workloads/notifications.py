@@ -18,7 +18,8 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from workloads.models import Customer, DeliveryStatus, Notification, Workload
+from accounts.models import Customer
+from workloads.models import DeliveryStatus, Notification, Workload
 
 SIGNATURE_HEADER = "X-Arbitrage-Signature"
 EVENT_HEADER = "X-Arbitrage-Event"

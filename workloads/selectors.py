@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -12,9 +11,8 @@ from uuid import UUID
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
+from accounts.models import Customer
 from workloads.models import (
-    ApiKey,
-    Customer,
     Notification,
     RunStatus,
     StepStatus,
@@ -26,21 +24,6 @@ from workloads.models import (
     WorkloadInstance,
     WorkloadStatus,
 )
-
-
-def api_key_hash(raw_key: str) -> str:
-    # Keys are 256-bit random tokens, so a plain SHA-256 is enough to make the
-    # stored hash useless to an attacker; no slow KDF needed on every request.
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
-def api_key_get_active(*, raw_key: str) -> ApiKey | None:
-    """The unrevoked key matching ``raw_key``, with its customer, or None."""
-    return (
-        ApiKey.objects.select_related("customer")
-        .filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True)
-        .first()
-    )
 
 
 def workload_list(*, customer: Customer, status: str | None = None) -> QuerySet[Workload]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from accounts.models import Customer
 from arbitrage.errors import DomainError
 from billing.services import customer_budget_enforce
 from placement.clouds.base import get_cloud
@@ -28,8 +28,6 @@ from workloads import routing
 from workloads.errors import IdempotencyKeyReused, NoCheaperOffer, TransitionRefused
 from workloads.models import (
     TRANSITIONS,
-    ApiKey,
-    Customer,
     HealthMonitor,
     InstanceStatus,
     RecoveryPolicy,
@@ -41,51 +39,8 @@ from workloads.models import (
     WorkloadRouting,
     WorkloadStatus,
 )
-from workloads.selectors import api_key_hash, workload_by_idempotency_key
+from workloads.selectors import workload_by_idempotency_key
 from workloads.workflows.engine import workflow_run_cancel, workflow_run_create
-
-API_KEY_PREFIX = "ca_"
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-# --- customers and keys -------------------------------------------------------
-
-
-def customer_create(
-    *,
-    name: str,
-    max_concurrent_workloads: int | None = None,
-    webhook_url: str = "",
-    webhook_secret: str = "",
-) -> Customer:
-    customer = Customer(name=name, webhook_url=webhook_url, webhook_secret=webhook_secret)
-    if max_concurrent_workloads is not None:
-        customer.max_concurrent_workloads = max_concurrent_workloads
-    if webhook_url and not webhook_secret:
-        customer.webhook_secret = secrets.token_urlsafe(32)
-    customer.full_clean()
-    customer.save()
-    return customer
-
-
-def api_key_create(*, customer: Customer, name: str = "default") -> tuple[ApiKey, str]:
-    """A new key for ``customer``. The raw key is returned once and never stored."""
-    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey.objects.create(customer=customer, name=name, prefix=raw_key[:10], key_hash=api_key_hash(raw_key))
-    return api_key, raw_key
-
-
-def api_key_mark_used(*, api_key: ApiKey) -> None:
-    """Record use, at most once a minute per key so reads stay reads."""
-    now = timezone.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
-
-
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-
 
 # --- workloads ----------------------------------------------------------------
 

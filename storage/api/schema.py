@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class AgentTokenAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "workloads.api.authentication.AgentTokenAuthentication"
+    target_class = "accounts.authentication.AgentTokenAuthentication"
     name = "AgentToken"
 
     def get_security_definition(self, auto_schema):

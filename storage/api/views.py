@@ -12,10 +12,10 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import AgentTokenAuthentication, ApiKeyAuthentication, WorkloadAgent
 from storage import selectors, services
 from storage.api import schema  # noqa: F401 (registers the agent token's OpenAPI scheme)
 from storage.api import serializers as s
-from workloads.api.authentication import AgentTokenAuthentication, ApiKeyAuthentication, WorkloadAgent
 from workloads.selectors import workload_get
 
 ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, fields?}}')

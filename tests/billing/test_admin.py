@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from billing.admin import monthly_summary_link, monthly_summary_url
+from billing.admin import monthly_summary_url
 from tests.factories import CustomerFactory, WorkloadFactory, WorkloadInstanceFactory
 
 pytestmark = pytest.mark.django_db
@@ -101,7 +101,6 @@ def test_the_summary_page_is_for_operators_only(client, acme):
     assert response["Location"].startswith("/admin/login/")
 
 
-def test_the_link_for_the_customer_page(acme):
-    assert monthly_summary_link(acme) == (
-        f'<a href="/admin/billing/usagerecord/summary/?customer={acme.id}">Monthly summary</a>'
-    )
+def test_the_customer_page_links_to_its_monthly_summary(acme, operator):
+    page = operator.get(f"/admin/accounts/customer/{acme.id}/change/").content.decode()
+    assert f'<a href="{monthly_summary_url(customer_id=acme.id)}">Monthly summary</a>' in page

@@ -116,7 +116,7 @@ def test_create_launches_a_tagged_one_time_spot_instance_running_the_workload(
     cloud.client(REGION).meta.events.register(
         "before-call.ec2.RunInstances", lambda params, **_: sent.append(params["body"])
     )
-    request = make_request(command=("python", "-m", "workloads.agent"), env={"GREETING": "hello world"})
+    request = make_request(command=("python", "-m", "agent"), env={"GREETING": "hello world"})
 
     created = cloud.create_spot_instance(request)
 
@@ -129,7 +129,7 @@ def test_create_launches_a_tagged_one_time_spot_instance_running_the_workload(
     user_data = ec2.describe_instance_attribute(InstanceId=created.instance_id, Attribute="userData")
     script = base64.b64decode(user_data["UserData"]["Value"]).decode()
     assert script == base.startup_script(request)
-    assert "export GREETING='hello world'\n" in script and "exec python -m workloads.agent\n" in script
+    assert "export GREETING='hello world'\n" in script and "exec python -m agent\n" in script
     # What the cloud was asked for (moto keeps only "spot" of the market options).
     assert sent[0]["InstanceMarketOptions.SpotOptions.MaxPrice"] == "0.10"
     assert sent[0]["InstanceMarketOptions.SpotOptions.SpotInstanceType"] == "one-time"

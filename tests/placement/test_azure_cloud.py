@@ -74,7 +74,7 @@ def make_request(name: str = "a", **overrides) -> InstanceRequest:
         "instance_type": "Standard_D2s_v5",
         "max_price_per_hour": Decimal("0.0192"),
         "tags": {**MANAGED, "workload-id": "w-1"},
-        "command": ("python", "-m", "workloads.agent"),
+        "command": ("python", "-m", "agent"),
         "env": {"WORKLOAD_ID": "w-1", "GREETING": "hello world"},
     } | overrides
     return InstanceRequest(**fields)
@@ -150,7 +150,7 @@ def test_put_body_is_a_spot_vm_with_inline_network_and_the_startup_script(emulat
     script = base64.b64decode(os_profile["customData"]).decode()
     assert script == base.startup_script(request)
     assert "export GREETING='hello world'" in script and "export WORKLOAD_ID=w-1" in script
-    assert "exec python -m workloads.agent" in script
+    assert "exec python -m agent" in script
 
     network = properties["networkProfile"]
     assert network["networkApiVersion"] == "2020-11-01"

@@ -63,7 +63,7 @@ def spot_request(token: str = TOKEN, *, zone: str = ZONE, tags: dict[str, str] |
         max_price_per_hour=Decimal("0.03"),
         tags={"workload-id": "W-42", base.MANAGED_BY_TAG: base.MANAGED_BY_VALUE} if tags is None else tags,
         env={"GREETING": "hello world", "PORT": "8080"},
-        command=("python", "-m", "workloads.agent"),
+        command=("python", "-m", "agent"),
         **kwargs,
     )
 
@@ -141,7 +141,7 @@ def test_the_insert_asks_for_a_spot_vm_deleted_on_preemption_with_labels_and_the
     assert item["key"] == "startup-script"
     assert item["value"] == base.startup_script(spot_request())
     assert "export GREETING='hello world'" in item["value"]
-    assert item["value"].rstrip().endswith("exec python -m workloads.agent")
+    assert item["value"].rstrip().endswith("exec python -m agent")
     (disk,) = body["disks"]
     assert disk["boot"] and disk["autoDelete"]
     assert disk["initializeParams"]["sourceImage"] == "projects/debian-cloud/global/images/family/debian-12"

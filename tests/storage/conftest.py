@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 from django.test import override_settings
 
+from accounts.tokens import agent_token_for
 from storage.backends import S3Backend, storage_backend
 from storage.services import storage_initialize
 from tests.factories import WorkloadFactory
-from workloads.agent_tokens import agent_token_for
 from workloads.models import WorkloadStatus
 
 _buckets = itertools.count(1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.tokens import agent_token_for
+from agent.checkpoint import StorageClient, StorageClientError, split_chunks
 from storage.keys import full_key
 from storage.models import CheckpointStatus, WorkloadCheckpoint
 from tests.storage.conftest import storage_workload
-from workloads.agent.checkpoint import StorageClient, StorageClientError, split_chunks
-from workloads.agent_tokens import agent_token_for
 
 
 @pytest.fixture(params=["embedded", "s3"])
@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_and_a_corrupt_latest_is_passed_over(client, backe
 
 @pytest.mark.django_db(transaction=True)
 def test_an_incomplete_checkpoint_is_refused_and_never_latest(client, backend):
-    from workloads.agent.checkpoint import transfer
+    from agent.checkpoint import transfer
 
     good = client.save_checkpoint([b"only"])
     chunks = split_chunks(b"0123456789abcdef", 8)

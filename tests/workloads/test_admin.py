@@ -23,8 +23,8 @@ def test_admin_login_page_answers(client, db):
 @pytest.mark.parametrize(
     "changelist",
     [
-        "workloads_customer",
-        "workloads_apikey",
+        "accounts_customer",
+        "accounts_apikey",
         "workloads_workload",
         "workloads_workloadinstance",
         "workloads_workloadrouting",
@@ -60,3 +60,10 @@ def test_operator_can_terminate_a_workload_from_the_list(operator):
     )
     workload.refresh_from_db()
     assert workload.status == WorkloadStatus.STOPPING
+
+
+def test_old_customer_admin_links_redirect_to_the_accounts_app(operator):
+    answer = operator.get("/admin/workloads/customer/?q=acme")
+    assert answer.status_code == 301
+    assert answer["Location"] == "/admin/accounts/customer/?q=acme"
+    assert operator.get(answer["Location"]).status_code == 200

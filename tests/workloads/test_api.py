@@ -5,9 +5,9 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.services import api_key_create, api_key_revoke
 from tests.factories import WorkloadFactory
 from workloads.models import Workload, WorkloadInstance, WorkloadStatus
-from workloads.services import api_key_create, api_key_revoke
 
 S = WorkloadStatus
 URL = "/api/v1/workloads"

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from workloads.models import ApiKey, Customer
+from accounts.models import ApiKey, Customer
 
 
 def test_customer_create_prints_a_key_that_works_against_the_api(db):

@@ -9,12 +9,12 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from accounts.tokens import agent_token_for
 from billing.models import UsageRecord
 from tests.factories import WorkloadFactory, customer_with_key
 from tests.live import wait_until
 from tests.workloads.test_provision import api_for, get_json, reaches, run_succeeds, submit
 from workloads import routing
-from workloads.agent_tokens import agent_token_for
 from workloads.models import Notification, WorkflowRun, WorkloadEvent, WorkloadInstance, WorkloadRouting, WorkloadStatus
 from workloads.monitoring import health_sweep_run
 
@@ -279,7 +279,7 @@ def test_rebalance_moves_a_workload_to_a_cheaper_offer_and_keeps_its_work(durabl
 
 
 def api_key_for(workload) -> APIClient:
-    from workloads.services import api_key_create
+    from accounts.services import api_key_create
 
     _, raw_key = api_key_create(customer=workload.customer, name="test")
     client = APIClient()

@@ -8,9 +8,9 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import AgentTokenAuthentication, WorkloadAgent
 from arbitrage.api.fields import StrictCharField, StrictSerializer
 from workloads import services
-from workloads.api.authentication import AgentTokenAuthentication, WorkloadAgent
 from workloads.models import Workload
 
 

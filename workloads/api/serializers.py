@@ -7,6 +7,7 @@ import re
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.tokens import access_token_for
 from arbitrage.api.fields import (
     StrictBooleanField,
     StrictCharField,
@@ -17,7 +18,6 @@ from billing.api.serializers import WorkloadCostSerializer
 from billing.selectors import workload_cost_so_far
 from placement.requirements import RequirementsSerializer
 from storage.selectors import storage_summary_get
-from workloads.agent_tokens import access_token_for
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
 
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

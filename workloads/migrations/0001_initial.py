@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django_fsm
 import uuid
-import workloads.models
+import accounts.models
 from django.db import migrations, models
 
 
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=200)),
-                ('max_concurrent_workloads', models.PositiveIntegerField(default=workloads.models.default_max_concurrent_workloads)),
+                ('max_concurrent_workloads', models.PositiveIntegerField(default=accounts.models.default_max_concurrent_workloads)),
                 ('webhook_url', models.URLField(blank=True, max_length=500)),
                 ('webhook_secret', models.CharField(blank=True, help_text='Key of the HMAC-SHA256 signature on webhook deliveries.', max_length=128)),
                 ('storage_quota_bytes', models.BigIntegerField(default=10737418240, help_text='Default storage quota per workload.')),

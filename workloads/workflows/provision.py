@@ -18,6 +18,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import Customer
+from accounts.tokens import agent_token_for
 from placement.clouds.base import (
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
@@ -33,9 +35,7 @@ from placement.errors import NoPlacement
 from placement.selectors import Candidate, placement_candidates
 from placement.services import pool_block
 from workloads import notifications, routing
-from workloads.agent_tokens import agent_token_for
 from workloads.models import (
-    Customer,
     HealthMonitor,
     InstanceStatus,
     NotificationType,

@@ -94,7 +94,7 @@ class Command(BaseCommand):
                 python,
                 "-m",
                 "uvicorn",
-                "workloads.gateway.asgi:application",
+                "gateway.asgi:application",
                 "--host",
                 gateway_host,
                 "--port",

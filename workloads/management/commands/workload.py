@@ -8,11 +8,12 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.exceptions import ValidationError
 
+from accounts.models import Customer
 from arbitrage.api.errors import _flatten
 from arbitrage.errors import DomainError
 from workloads import selectors, services
 from workloads.api.serializers import WorkloadCreateSerializer
-from workloads.models import Customer, Workload
+from workloads.models import Workload
 
 
 class Command(BaseCommand):

@@ -1,0 +1,508 @@
+"""The routing gateway end to end: a real uvicorn gateway process in front of real upstreams."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from accounts.tokens import access_token_for
+from tests.factories import WorkloadFactory, customer_with_key
+from tests.live import ROOT, database_url_for_tests, wait_until
+from workloads import routing
+from workloads.models import Workload, WorkloadRouting, WorkloadStatus
+from workloads.services import workload_transition
+
+S = WorkloadStatus
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A subprocess of the test, logging to a file under the test var/ directory."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_name: str) -> None:
+        self.log_path = Path(settings.VAR_DIR) / log_name
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Gateway(Process):
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "ARBITRAGE_VAR_DIR": str(settings.VAR_DIR),
+            "DATABASE_URL": database_url_for_tests(),
+            **(env or {}),
+        }
+        command = [
+            sys.executable, "-m", "uvicorn", "gateway.asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--no-access-log", "--no-proxy-headers", "--no-server-header", "--no-date-header",
+        ]  # fmt: skip
+        super().__init__(command, full_env, f"gateway-{self.port}.log")
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        wait_until(self._up, timeout=60, what=f"the gateway to answer (log: {self.log_path})")
+
+    def _up(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"gateway exited: {self.log_text()[-3000:]}")
+        try:
+            return self.client.get("/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def get(self, workload: Workload | str, path: str = "/", **kwargs) -> httpx.Response:
+        return self.client.get(f"/w/{getattr(workload, 'id', workload)}{path}", **kwargs)
+
+    def stop(self) -> None:
+        self.client.close()
+        super().stop()
+
+
+class Agent(Process):
+    """The sample workload agent (what a local-cloud instance runs)."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.port = free_port()
+        self.instance_id = instance_id
+        self.endpoint = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "PORT": str(self.port), "INSTANCE_ID": instance_id}
+        super().__init__([sys.executable, "-m", "agent"], env, f"agent-{instance_id}.log")
+        wait_until(self._up, timeout=30, what=f"agent {instance_id} to answer")
+
+    def _up(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.endpoint}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+class EchoUpstream:
+    """An upstream that answers with the request's headers, and sends hop-by-hop headers of its own."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                upstream.requests.append({name.lower(): value for name, value in self.headers.items()})
+                body = json.dumps({"headers": upstream.requests[-1], "path": self.path}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "X-Upstream-Hop")
+                self.send_header("X-Upstream-Hop", "drop me")
+                self.send_header("Keep-Alive", "timeout=5")
+                self.send_header("X-Upstream-Kept", "kept")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gateway_factory():
+    gateways: list[Gateway] = []
+
+    def start(**env: str) -> Gateway:
+        gateways.append(Gateway(env))
+        return gateways[-1]
+
+    yield start
+    for gateway in gateways:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> Gateway:
+    return gateway_factory()
+
+
+@pytest.fixture
+def agent_factory():
+    agents: list[Agent] = []
+
+    def start(instance_id: str) -> Agent:
+        agents.append(Agent(instance_id))
+        return agents[-1]
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+@pytest.fixture
+def echo_upstream():
+    upstream = EchoUpstream()
+    yield upstream
+    upstream.close()
+
+
+def routed_workload(endpoint: str | None, *, status: str = S.RUNNING, access: str = "public", customer=None, **kw):
+    """A workload in ``status`` routed to ``endpoint``, as provisioning leaves it."""
+    extra = {"customer": customer} if customer is not None else {}
+    workload = WorkloadFactory(status=status, config={"health_check_port": 8080, "access": access}, **extra, **kw)
+    if endpoint:
+        WorkloadRouting.objects.create(
+            workload=workload, endpoint=endpoint, provider="aws", region="us-east-1", instance_id="i-test"
+        )
+        routing.kv_set_endpoint(workload_id=workload.id, endpoint=endpoint)
+    routing.kv_set_status(workload_id=workload.id, status=status)
+    return workload
+
+
+def reroute(workload: Workload, endpoint: str) -> None:
+    WorkloadRouting.objects.filter(workload=workload).update(endpoint=endpoint)
+    routing.kv_set_endpoint(workload_id=workload.id, endpoint=endpoint)
+
+
+# --- proxying -------------------------------------------------------------------
+
+
+def test_get_and_a_streamed_post_round_trip_by_path_and_by_name(gateway, agent_factory):
+    agent = agent_factory("i-one")
+    workload = routed_workload(agent.endpoint)
+
+    response = gateway.get(workload, "/some/path?x=1&y=%20z")
+    assert response.status_code == 200
+    assert response.json()["instance_id"] == "i-one"
+    assert response.json()["path"] == "/some/path?x=1&y=%20z"
+
+    by_name = gateway.client.get("/by/name?q=2", headers={"Host": workload.endpoint})
+    assert by_name.status_code == 200
+    assert by_name.json()["instance_id"] == "i-one" and by_name.json()["path"] == "/by/name?q=2"
+
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    count = 48  # 3 MiB, sent as it is produced
+
+    def produce():
+        for _ in range(count):
+            yield chunk
+
+    posted = gateway.client.post(
+        f"/w/{workload.id}/upload", content=produce(), headers={"Content-Length": str(len(chunk) * count)}
+    )
+    assert posted.status_code == 200
+    assert posted.json()["body_length"] == len(chunk) * count
+    assert posted.json()["path"] == "/upload"
+
+
+def test_headers_are_forwarded_and_hop_by_hop_ones_dropped(gateway, echo_upstream):
+    workload = routed_workload(echo_upstream.endpoint)
+
+    response = gateway.client.get(
+        "/look",
+        headers={
+            "Host": workload.endpoint,
+            "X-Custom": "custom value",
+            "X-Forwarded-For": "203.0.113.7",
+            "Connection": "keep-alive, X-Client-Hop",
+            "X-Client-Hop": "drop me",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic c2VjcmV0",
+            "TE": "trailers",
+        },
+    )
+
+    assert response.status_code == 200
+    seen = response.json()["headers"]
+    assert seen["x-custom"] == "custom value"
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-host"] == workload.endpoint
+    for hop in ("x-client-hop", "keep-alive", "proxy-authorization", "te"):
+        assert hop not in seen
+    assert response.headers["x-upstream-kept"] == "kept"
+    assert "x-upstream-hop" not in response.headers
+    assert "keep-alive" not in response.headers
+
+
+# --- answers that follow the workload's state ----------------------------------
+
+
+def test_every_state_gets_its_documented_answer(gateway_factory, agent_factory):
+    gateway = gateway_factory(GATEWAY_MIGRATION_WAIT_SECONDS="1", GATEWAY_RETRY_AFTER_SECONDS="7")
+    agent = agent_factory("i-states")
+
+    for status in (S.PENDING, S.PROVISIONING):
+        response = gateway.get(routed_workload(None, status=status))
+        assert response.status_code == 503, status
+        assert response.headers["retry-after"] == "7"
+        assert "error" in response.json()
+
+    running = gateway.get(routed_workload(agent.endpoint))
+    assert running.status_code == 200 and running.json()["instance_id"] == "i-states"
+
+    # Interrupted and no new instance within the (shortened) wait: 503 after the wait.
+    started = time.monotonic()
+    interrupted = gateway.get(routed_workload(agent.endpoint, status=S.INTERRUPTED))
+    assert interrupted.status_code == 503 and interrupted.headers["retry-after"] == "7"
+    assert time.monotonic() - started >= 0.9
+    assert gateway.get(routed_workload(None, status=S.UNHEALTHY)).status_code == 503
+
+    for status in (S.TERMINATED, S.FAILED):
+        gone = gateway.get(routed_workload(None, status=status))
+        assert gone.status_code == 410, status
+        assert gone.json()["status"] == status
+
+    assert gateway.get("00000000-0000-4000-8000-000000000000").status_code == 404
+    assert gateway.client.get("/w/not-a-workload/").status_code == 404
+    assert gateway.client.get("/", headers={"Host": f"nope.workloads.{settings.WORKLOAD_DOMAIN}"}).status_code == 404
+    assert gateway.client.get("/", headers={"Host": "example.com"}).status_code == 404
+    for response in (gateway.client.get("/w/not-a-workload/"), gateway.get(routed_workload(None, status=S.FAILED))):
+        assert response.headers["content-type"] == "application/json" and "error" in response.json()
+
+
+def test_a_kv_miss_falls_back_to_the_database_and_refills_the_kv(gateway, agent_factory):
+    agent = agent_factory("i-db")
+    workload = routed_workload(agent.endpoint)
+    routing.kv_delete(workload_id=workload.id)
+
+    response = gateway.get(workload)
+
+    assert response.status_code == 200 and response.json()["instance_id"] == "i-db"
+    assert routing.kv_get_endpoint(workload_id=workload.id) == agent.endpoint
+    assert routing.kv_get_status(workload_id=workload.id) == S.RUNNING
+
+
+def test_an_upstream_that_refuses_gives_502_and_one_that_hangs_gives_504(gateway_factory):
+    gateway = gateway_factory(GATEWAY_UPSTREAM_TIMEOUT_SECONDS="1")
+    refused = gateway.get(routed_workload(f"127.0.0.1:{free_port()}"))
+    assert refused.status_code == 502 and "error" in refused.json()
+
+    with socket.socket() as silent:  # accepts connections (the backlog does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hanging = gateway.get(routed_workload(f"127.0.0.1:{silent.getsockname()[1]}"))
+    assert hanging.status_code == 504 and "error" in hanging.json()
+
+
+# --- access ---------------------------------------------------------------------
+
+
+def test_a_private_workload_admits_only_its_customers_key_or_its_access_token(gateway, echo_upstream):
+    customer, key = customer_with_key()
+    _, other_key = customer_with_key()
+    workload = routed_workload(echo_upstream.endpoint, access="private", customer=customer)
+    other = routed_workload(echo_upstream.endpoint, access="private", customer=customer)
+
+    refused = [
+        gateway.get(workload),
+        gateway.get(workload, headers={"Authorization": "Bearer wrong-key"}),
+        gateway.get(workload, headers={"Authorization": f"Bearer {other_key}"}),
+        gateway.get(workload, headers={"Authorization": f"Bearer {access_token_for(other.id)}"}),
+        gateway.get(workload, headers={"X-Workload-Token": access_token_for(workload.id) + "0"}),
+        gateway.get(workload, headers={"Authorization": f"Basic {key}"}),
+    ]
+    assert [r.status_code for r in refused] == [401] * len(refused)
+    assert refused[0].headers["www-authenticate"].startswith("Bearer")
+    assert echo_upstream.requests == []  # none of them reached the instance
+
+    by_key = gateway.get(workload, headers={"Authorization": f"Bearer {key}"})
+    by_token = gateway.get(workload, headers={"X-Workload-Token": access_token_for(workload.id)})
+    by_bearer_token = gateway.get(workload, headers={"Authorization": f"Bearer {access_token_for(workload.id)}"})
+    assert [by_key.status_code, by_token.status_code, by_bearer_token.status_code] == [200, 200, 200]
+    # The credential is the gateway's business: the instance never sees it.
+    for seen in echo_upstream.requests:
+        assert "authorization" not in seen and "x-workload-token" not in seen
+
+    public = routed_workload(echo_upstream.endpoint)
+    assert gateway.get(public).status_code == 200
+
+
+# --- route changes --------------------------------------------------------------
+
+
+def request_loop(url: str, host: str, results: list, stop: threading.Event) -> None:
+    """GET the workload by name until ``stop``; record (status, instance id, Retry-After) of each answer."""
+    with httpx.Client(timeout=60) as http:
+        while not stop.is_set():
+            try:
+                response = http.get(f"{url}/", headers={"Host": host})
+                body = response.json()
+            except (httpx.HTTPError, ValueError) as exc:  # recorded, so the assertions report it
+                results.append((0, repr(exc), None))
+                continue
+            results.append((response.status_code, body.get("instance_id"), response.headers.get("retry-after")))
+
+
+def test_requests_keep_reaching_the_workload_across_a_migration(gateway, agent_factory):
+    """Migration simulated by hand (the migration workflow is issue 6): interrupt, new instance, re-route."""
+    old = agent_factory("i-old")
+    workload = routed_workload(old.endpoint)
+    results: list[tuple[int, str | None, str | None]] = []
+    stop = threading.Event()
+
+    clients = [
+        threading.Thread(target=request_loop, args=(gateway.url, workload.endpoint, results, stop)) for _ in range(3)
+    ]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
+
+    workload_transition(workload_id=workload.id, transition="spot_interrupt", message="test: reclaimed")
+    # The cloud takes the instance back after its notice, not at the same instant: by then the
+    # gateway (whose route cache lives at most a second) sends it nothing new.
+    time.sleep(1.5)
+    old.stop()
+    new = agent_factory("i-new")
+    workload_transition(workload_id=workload.id, transition="recover", message="test: migrating")
+    reroute(workload, new.endpoint)
+    workload_transition(workload_id=workload.id, transition="mark_ready", message="test: migrated")
+    wait_until(lambda: any(r[1] == "i-new" for r in results[-3:]), timeout=30, what="answers from the new instance")
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=90)
+
+    for status, instance_id, retry_after in results:
+        assert (status == 200 and instance_id in ("i-old", "i-new")) or (status == 503 and retry_after), (
+            status,
+            instance_id,
+        )
+    assert any(r[1] == "i-old" for r in results)
+    after = httpx.get(f"{gateway.url}/", headers={"Host": workload.endpoint}, timeout=30)
+    assert after.status_code == 200 and after.json()["instance_id"] == "i-new"
+
+
+def test_a_provisioned_workload_is_reached_by_name_and_answers_410_within_a_second_of_termination(
+    catalog, worker, gateway, local_cloud_clean
+):
+    _, key = customer_with_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    created = client.post(
+        "/api/v1/workloads",
+        data=json.dumps({"name": "web", "requirements": {"vcpu": 2, "memory_gb": 4}}),
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    workload = Workload.objects.get(id=created.json()["id"])
+    assert created.json().get("endpoint", workload.endpoint) == workload.endpoint
+
+    def status() -> str:
+        workload.refresh_from_db()
+        return workload.status
+
+    assert wait_until(lambda: status() in (S.RUNNING, S.FAILED) and workload.status, timeout=90) == S.RUNNING
+    route = WorkloadRouting.objects.get(workload=workload)
+    response = wait_until(
+        lambda: (r := gateway.client.get("/hello", headers={"Host": workload.endpoint})).status_code == 200 and r,
+        timeout=10,
+        what="the gateway to proxy the running workload",
+    )
+    assert response.json()["instance_id"] == route.instance_id
+    assert response.json()["path"] == "/hello"
+
+    assert client.post(f"/api/v1/workloads/{workload.id}/terminate").status_code == 202
+    wait_until(lambda: not WorkloadRouting.objects.filter(workload=workload).exists(), timeout=60, what="unrouting")
+    wait_until(lambda: routing.kv_get_endpoint(workload_id=workload.id) is None, timeout=10, what="the KV to follow")
+    wait_until(
+        lambda: gateway.client.get("/", headers={"Host": workload.endpoint}).status_code == 410,
+        timeout=1.0,
+        interval=0.05,
+        what="410 within a second of the route's removal",
+    )
+    assert wait_until(lambda: status() == S.TERMINATED and workload.status, timeout=60) == S.TERMINATED
+    assert gateway.client.get("/", headers={"Host": workload.endpoint}).status_code == 410
+
+
+def test_the_endpoint_name_keeps_answering_through_a_real_migration(
+    catalog, worker_factory, gateway, local_cloud_clean, live_server
+):
+    """The migration workflow itself: notice → agent report → re-placement → re-route, under load."""
+    from django.core.management import call_command
+
+    from workloads.models import WorkflowRun, WorkloadInstance
+
+    worker_factory(env={"PUBLIC_API_URL": live_server.url})
+    _, key = customer_with_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    created = client.post(
+        "/api/v1/workloads",
+        data=json.dumps({"name": "web", "requirements": {"vcpu": 2, "memory_gb": 4}}),
+        content_type="application/json",
+    )
+    workload = Workload.objects.get(id=created.json()["id"])
+    wait_until(
+        lambda: WorkflowRun.objects.filter(workload=workload, kind="provision", status="succeeded").exists(),
+        timeout=90,
+        what="provisioning",
+    )
+    first = WorkloadInstance.objects.get(workload=workload).instance_id
+    results: list[tuple[int, str | None, str | None]] = []
+    stop = threading.Event()
+
+    clients = [
+        threading.Thread(target=request_loop, args=(gateway.url, workload.endpoint, results, stop)) for _ in range(2)
+    ]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
+
+    call_command("spot_interrupt", str(workload.id), "--grace", "20", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    wait_until(
+        lambda: WorkflowRun.objects.filter(workload=workload, kind="migrate", status="succeeded").exists(),
+        timeout=90,
+        what="the migration",
+    )
+    second = WorkloadInstance.objects.exclude(instance_id=first).get(workload=workload).instance_id
+    wait_until(lambda: any(r[1] == second for r in results[-3:]), timeout=30, what="answers from the new instance")
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=90)
+
+    for status, instance_id, retry_after in results:
+        assert (status == 200 and instance_id in (first, second)) or (status == 503 and retry_after), (
+            status,
+            instance_id,
+        )
+    assert any(r[1] == first for r in results)

@@ -1,6 +1,0 @@
-"""The routing gateway (DESIGN.md §10): an ASGI reverse proxy in its own process.
-
-``{workload-id}.workloads.<WORKLOAD_DOMAIN>`` (or ``/w/{workload-id}/...``) →
-routing KV (database on a miss) → the instance. Served by uvicorn:
-``uvicorn workloads.gateway.asgi:application`` (``make run`` starts it).
-"""
