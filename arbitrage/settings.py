@@ -4,7 +4,7 @@ With no environment at all this is the *embedded default*: SQLite (WAL) under
 ``var/``, a Celery broker on the filesystem, a file-based cross-process cache as
 the routing KV and local filesystem storage. Setting ``DATABASE_URL``,
 ``CELERY_BROKER_URL``, ``REDIS_URL`` and ``STORAGE_*`` switches each part to its
-service. See README.md "Configuration" for the full list.
+service. See docs/configuration.md for the full list.
 """
 
 from __future__ import annotations
