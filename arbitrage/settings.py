@@ -62,11 +62,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "arbitrage",
     "accounts",
     "workloads",
     "placement",
     "storage",
     "billing",
+    "console",
     "demo",
 ]
 
@@ -182,7 +184,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
 # --- Storage ------------------------------------------------------------------
-# Workload object storage (DESIGN.md §9). With STORAGE_BUCKET set: any S3 API
+# Workload object storage (docs/architecture.md §9). With STORAGE_BUCKET set: any S3 API
 # (AWS S3, Cloudflare R2, MinIO) by configuration alone; else the local
 # filesystem under VAR_DIR/media with Django-signed URLs served by this app.
 STORAGE_BUCKET = env_str("STORAGE_BUCKET")
@@ -268,7 +270,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Local cloud --------------------------------------------------------------
 # The `local` backend runs each instance as a process on this machine, with its
-# state, logs and injected faults under VAR_DIR/local-cloud/ (DESIGN.md §8).
+# state, logs and injected faults under VAR_DIR/local-cloud/ (docs/architecture.md §8).
 # A new instance reports "pending" this long, like a booting VM.
 LOCAL_CLOUD_BOOT_DELAY_MS = env_int("LOCAL_CLOUD_BOOT_DELAY_MS", 2000, minimum=0, maximum=600_000)
 # How long terminate waits after SIGTERM before it sends SIGKILL.

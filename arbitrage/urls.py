@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from arbitrage.api import errors
 from arbitrage.health import healthz
-from arbitrage.metrics import metrics_view
+from console.metrics import metrics_view
 
 urlpatterns = [
     # Customers and API keys moved to the accounts app: old admin links still land on them.

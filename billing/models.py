@@ -1,4 +1,4 @@
-"""Usage records: one per instance segment, priced at what it was bought at (DESIGN.md §11)."""
+"""Usage records: one per instance segment, priced at what it was bought at (docs/architecture.md §11)."""
 
 from __future__ import annotations
 

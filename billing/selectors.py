@@ -1,4 +1,4 @@
-"""Billing reads: a customer's month and a workload's cost so far (DESIGN.md §11).
+"""Billing reads: a customer's month and a workload's cost so far (docs/architecture.md §11).
 
 Every instance segment counts for the seconds it overlaps the period asked about:
 
@@ -9,10 +9,9 @@ Every instance segment counts for the seconds it overlaps the period asked about
 * a running segment (``terminated_at`` null) accrues by the second up to ``now``.
 
 A segment spanning a month boundary is split by its seconds in each month. Each
-segment's part is priced like ``billing.services.usage_record_create``: hours =
-seconds / 3600, cost = hours x price, quantized to 6 places (ROUND_HALF_UP), and
-totals are sums of those parts. A segment bought without a known on-demand price
-counts its spend as its on-demand equivalent (no saving claimed).
+part is priced by ``billing.money.segment_price``, the rule usage records are
+written with, and totals are sums of those parts. Bills wholly inside a period
+are summed by the database in one aggregate.
 """
 
 from __future__ import annotations
@@ -20,22 +19,18 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from uuid import UUID
 
-from django.db.models import Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Customer
 from billing.models import UsageRecord
-from billing.services import MONEY, SECONDS_PER_HOUR
+from billing.money import CURRENCY, MONEY, ZERO, saving_percent, seconds_between, segment_price
 from workloads.models import WorkloadInstance
-
-CURRENCY = "USD"
-HOURS = Decimal("0.000001")
-PERCENT = Decimal("0.01")
-ZERO = Decimal("0.000000")
 
 
 @dataclass(frozen=True)
@@ -132,16 +127,6 @@ def month_end(month: date) -> datetime:
     return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
 
 
-def _seconds(delta: timedelta) -> Decimal:
-    """A duration in seconds, exactly (microseconds included), never negative."""
-    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return max(Decimal(microseconds) / Decimal(1_000_000), Decimal(0))
-
-
-def _price(seconds: Decimal, price_per_hour: Decimal) -> Decimal:
-    return (seconds / SECONDS_PER_HOUR * price_per_hour).quantize(MONEY, ROUND_HALF_UP)
-
-
 def _segment(instance: WorkloadInstance) -> _Segment:
     record: UsageRecord | None = getattr(instance, "usage_record", None)
     if record is not None:
@@ -181,10 +166,10 @@ def _priced(segment: _Segment, *, start: datetime | None, end: datetime) -> tupl
         return record.duration_hours, record.total_cost, _or(record.on_demand_cost, record.total_cost)
     stop = min(segment.ended_at, end) if segment.ended_at is not None else end
     begin = max(segment.started_at, start) if start is not None else segment.started_at
-    seconds = _seconds(stop - begin)
-    cost = _price(seconds, segment.spot_price)
-    on_demand = _price(seconds, segment.on_demand_price) if segment.on_demand_price is not None else cost
-    return (seconds / SECONDS_PER_HOUR).quantize(HOURS, ROUND_HALF_UP), cost, on_demand
+    part = segment_price(
+        seconds=seconds_between(stop - begin), spot_price=segment.spot_price, on_demand_price=segment.on_demand_price
+    )
+    return part.hours, part.cost, part.on_demand_cost
 
 
 def monthly_provider_totals(
@@ -200,24 +185,46 @@ def monthly_provider_totals(
     month = month.replace(day=1)
     start, end = month_start(month), month_end(month)
     until = min(end, now)
-    instances = (
-        WorkloadInstance.objects.filter(created_at__lt=until)
-        .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
-        .select_related("usage_record")
-        .order_by("created_at", "id")
-    )
-    if customer_id is not None:
-        instances = instances.filter(workload__customer_id=customer_id)
-    if until <= start:  # a month that has not begun
-        instances = instances.none()
     per_provider: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
-    for instance in instances:
-        segment = _segment(instance)
-        hours, cost, on_demand = _priced(segment, start=start, end=until)
-        totals = per_provider[segment.provider]
-        totals[0] += hours
-        totals[1] += cost
-        totals[2] += on_demand
+    if until > start:  # a month that has begun
+        # Bills wholly inside the period, as written: one aggregate, however many there are.
+        records = UsageRecord.objects.filter(started_at__gte=start, ended_at__lte=until)
+        if customer_id is not None:
+            records = records.filter(customer_id=customer_id)
+        for row in (
+            records.order_by()
+            .values("provider")
+            .annotate(
+                hours=Sum("duration_hours"),
+                spend=Sum("total_cost"),
+                on_demand=Sum(Coalesce("on_demand_cost", "total_cost")),
+            )
+        ):
+            totals = per_provider[row["provider"]]
+            totals[0] += row["hours"] or ZERO
+            totals[1] += row["spend"] or ZERO
+            totals[2] += row["on_demand"] or ZERO
+        # Every other segment overlapping it: running, crossing an edge, or ended and not billed yet.
+        others = (
+            WorkloadInstance.objects.filter(created_at__lt=until)
+            .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
+            .filter(
+                Q(usage_record__isnull=True)
+                | Q(usage_record__started_at__lt=start)
+                | Q(usage_record__ended_at__gt=until)
+            )
+            .select_related("usage_record")
+            .order_by("created_at", "id")
+        )
+        if customer_id is not None:
+            others = others.filter(workload__customer_id=customer_id)
+        for instance in others:
+            segment = _segment(instance)
+            hours, cost, on_demand = _priced(segment, start=start, end=until)
+            totals = per_provider[segment.provider]
+            totals[0] += hours
+            totals[1] += cost
+            totals[2] += on_demand
     return tuple(
         ProviderSummary(
             provider=provider,
@@ -252,7 +259,7 @@ def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datet
         spend=spend,
         on_demand_equivalent=on_demand,
         saving=saving,
-        saving_percent=(saving * 100 / on_demand).quantize(PERCENT, ROUND_HALF_UP) if on_demand else None,
+        saving_percent=saving_percent(spend=spend, on_demand=on_demand),
         budget=budget,
         budget_remaining=None if budget is None else max(budget - spend, ZERO).quantize(MONEY),
         providers=providers,

@@ -11,12 +11,10 @@ from django.utils import timezone
 from accounts.models import Customer
 from billing.errors import BudgetExceeded
 from billing.models import UsageRecord
+from billing.money import CENTS, CURRENCY, SECONDS, seconds_between, segment_price
+from billing.selectors import customer_monthly_summary
 from workloads.models import NotificationType, WorkloadInstance
 from workloads.notifications import notification_create
-
-SECONDS_PER_HOUR = Decimal(3600)
-MONEY = Decimal("0.000001")
-CENTS = Decimal("0.01")
 
 
 def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
@@ -26,10 +24,11 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
         return existing
     if instance.terminated_at is None:
         raise ValueError(f"instance {instance.pk} is still running; bill it when it stops")
-    seconds = Decimal(str(max((instance.terminated_at - instance.created_at).total_seconds(), 0.0)))
-    hours = seconds / SECONDS_PER_HOUR
-    spot_price = Decimal(instance.spot_price)
-    on_demand = Decimal(instance.on_demand_price) if instance.on_demand_price is not None else None
+    part = segment_price(
+        seconds=seconds_between(instance.terminated_at - instance.created_at),
+        spot_price=Decimal(instance.spot_price),
+        on_demand_price=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
+    )
     record = UsageRecord(
         instance=instance,
         customer_id=instance.workload.customer_id,
@@ -39,12 +38,12 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
         instance_type=instance.instance_type,
         started_at=instance.created_at,
         ended_at=instance.terminated_at,
-        duration_seconds=seconds.quantize(Decimal("0.001"), ROUND_HALF_UP),
-        duration_hours=hours.quantize(MONEY, ROUND_HALF_UP),
-        spot_price_per_hour=spot_price,
-        on_demand_price_per_hour=on_demand,
-        total_cost=(hours * spot_price).quantize(MONEY, ROUND_HALF_UP),
-        on_demand_cost=(hours * on_demand).quantize(MONEY, ROUND_HALF_UP) if on_demand is not None else None,
+        duration_seconds=part.seconds.quantize(SECONDS, ROUND_HALF_UP),
+        duration_hours=part.hours,
+        spot_price_per_hour=Decimal(instance.spot_price),
+        on_demand_price_per_hour=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
+        total_cost=part.cost,
+        on_demand_cost=part.on_demand_cost if instance.on_demand_price is not None else None,
     )
     try:
         with transaction.atomic():
@@ -62,8 +61,6 @@ def customer_budget_enforce(*, customer: Customer, now: datetime | None = None) 
     """
     if customer.monthly_budget is None:
         return
-    from billing.selectors import CURRENCY, customer_monthly_summary  # it imports this module's constants
-
     now = (now or timezone.now()).astimezone(UTC)
     summary = customer_monthly_summary(customer_id=customer.id, month=now.date(), now=now)
     budget = Decimal(customer.monthly_budget).quantize(CENTS)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import queue
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from demo import DemoFailed
-from demo.client import Answer, ApiClient, error_message, http
+from demo.client import Answer, ApiClient, error_message
+from demo.endpoint import EndpointCall, EndpointPoller, answer_line, call_gateway
 from demo.processes import ServiceGroup, free_port, service_commands
 from demo.render import (
     STATE_HEADERS,
@@ -307,7 +306,7 @@ class Story:
         first = self.call_endpoint(LONG_JOB)
         if first.status != 200 or not isinstance(first.body, dict):
             raise DemoFailed(f"the long job's endpoint answered {error_message(first)}")
-        self.say(f"  -> {_answer_line(first.body)}")
+        self.say(f"  -> {answer_line(first.body)}")
         called = time.monotonic()
         # Its agent saves its progress to the workload's storage every few seconds.
         checkpoint = self.wait(self.latest_checkpoint, timeout=CHECKPOINT_TIMEOUT, what="a checkpoint of the long job")
@@ -320,7 +319,7 @@ class Story:
         again = self.call_endpoint(LONG_JOB)
         if again.status != 200 or not isinstance(again.body, dict):
             raise DemoFailed(f"the long job's endpoint answered {error_message(again)}")
-        self.say(f"  a moment later -> {_answer_line(again.body)} (it counts on)")
+        self.say(f"  a moment later -> {answer_line(again.body)} (it counts on)")
         self.results.append("the long job answered at its endpoint name through the gateway")
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
@@ -582,84 +581,6 @@ class Story:
             running = [w for w in running if self.api.get(f"/api/v1/workloads/{w}")["status"] not in TERMINAL]
 
 
-@dataclass(frozen=True)
-class EndpointCall:
-    at: float  # monotonic time the call was made
-    took: float
-    status: int  # 0: no answer
-    body: dict[str, Any]
-    error: str = ""
-
-    @property
-    def instance_id(self) -> str:
-        return str(self.body.get("instance_id") or "")
-
-    @property
-    def progress(self) -> int:
-        return int(self.body.get("progress") or 0)
-
-    def line(self) -> str:
-        if self.status != 200:
-            return self.error
-        text = _answer_line(self.body)
-        return text + (f"  [held {self.took:.1f} s by the gateway]" if self.took > 1 else "")
-
-
-class EndpointPoller:
-    """Calls a workload's endpoint through the gateway in a loop, in a thread: a customer who keeps using it."""
-
-    def __init__(self, port: int, endpoint: str, *, every: float = 0.3) -> None:
-        self.port = port
-        self.endpoint = endpoint
-        self.every = every
-        self.calls: queue.Queue[EndpointCall] = queue.Queue()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="demo-endpoint-poller", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=0.1)  # a call held by the gateway ends on its own (daemon thread)
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            began = time.monotonic()
-            try:
-                answer = call_gateway(self.port, self.endpoint, timeout=60)
-            except DemoFailed as failure:
-                call = EndpointCall(began, time.monotonic() - began, 0, {}, str(failure))
-            else:
-                body = answer.body if isinstance(answer.body, dict) else {}
-                error = error_message(answer)
-                if retry := answer.headers.get("Retry-After"):
-                    error += f" (Retry-After {retry})"
-                call = EndpointCall(began, time.monotonic() - began, answer.status, body, error)
-            self.calls.put(call)
-            self.stopping.wait(self.every)
-
-    def next_call(self) -> EndpointCall | None:
-        try:
-            return self.calls.get_nowait()
-        except queue.Empty:
-            return None
-
-    def drain(self) -> list[EndpointCall]:
-        calls = []
-        while (call := self.next_call()) is not None:
-            calls.append(call)
-        return calls
-
-
-def call_gateway(port: int, endpoint: str, *, timeout: float = 60) -> Answer:
-    """GET / of a workload by its endpoint name, through the gateway on this machine."""
-    try:
-        return http("GET", f"http://127.0.0.1:{port}/", headers={"Host": f"{endpoint}:{port}"}, timeout=timeout)
-    except OSError as error:
-        raise DemoFailed(f"the gateway did not answer for {endpoint} ({error})") from None
-
-
 def _brief(requirements: dict[str, Any]) -> str:
     text = f"{requirements['vcpu']} vCPU, {requirements['memory_gb']:g} GiB"
     if requirements.get("gpu_count"):
@@ -677,13 +598,6 @@ def _extras(spec: dict[str, Any]) -> str:
 
 def _where(offer: dict[str, Any]) -> str:
     return f"{offer['provider']} {offer['region']} {offer['instance_type']}"
-
-
-def _answer_line(body: dict[str, Any]) -> str:
-    line = f"{body.get('provider') or '?'} {body.get('instance_id') or '?'}: progress {body.get('progress')}"
-    if body.get("restored_progress") is not None:
-        line += f" (restored {body['restored_progress']})"
-    return line
 
 
 def _checkpoint_progress(checkpoint: dict[str, Any]) -> object:

@@ -1,6 +1,6 @@
 """The gateway's ASGI application: resolve the workload, check access, proxy.
 
-Answers follow the workload's state (DESIGN.md §10):
+Answers follow the workload's state (docs/architecture.md §10):
 
 * RUNNING: proxied to the routed instance;
 * PENDING / PROVISIONING: 503 with Retry-After;

@@ -1,4 +1,4 @@
-"""WorkloadStorageManager: one workload's storage (the source's class, DESIGN.md §9).
+"""WorkloadStorageManager: one workload's storage (the source's class, docs/architecture.md §9).
 
 It issues upload and download URLs (quota checked before an upload URL is
 given), records completed uploads in the object index after checking the real
@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from arbitrage.errors import DomainError
+from storage import kv as storage_kv
 from storage import selectors
 from storage.backends import FilesystemBackend, S3Backend, UploadTarget, storage_backend
 from storage.errors import (
@@ -35,8 +36,6 @@ from storage.errors import (
 )
 from storage.keys import full_key, key_validate
 from storage.models import CheckpointStatus, WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject
-from workloads import routing
-from workloads.models import Workload, WorkloadStatus
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CHECKPOINT_CHUNKS = 10_000
@@ -88,8 +87,7 @@ class WorkloadStorageManager:
 
     def _writable_config(self) -> WorkloadStorageConfig:
         config = self.config()
-        status = Workload.objects.filter(id=self.workload_id).values_list("status", flat=True).first()
-        if status == WorkloadStatus.TERMINATED:
+        if config.read_only_since is not None:  # set when the workload's termination scheduled the cleanup
             raise StorageDisabledError("The workload is terminated: its storage is read-only until it expires.")
         return config
 
@@ -229,7 +227,7 @@ class WorkloadStorageManager:
 
         def update() -> None:
             used = selectors.storage_used_bytes(workload_id=workload_id)
-            routing.kv_set_storage(workload_id=workload_id, quota_bytes=quota_bytes, used_bytes=used)
+            storage_kv.kv_set_storage(workload_id=workload_id, quota_bytes=quota_bytes, used_bytes=used)
 
         transaction.on_commit(update)
 

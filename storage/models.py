@@ -1,4 +1,4 @@
-"""Per-workload storage configuration and the object index (DESIGN.md §9).
+"""Per-workload storage configuration and the object index (docs/architecture.md §9).
 
 Table and column names are the source design's (``workload_storage_config``,
 ``workload_storage_objects``). The index is the source of truth for usage.
@@ -18,6 +18,9 @@ class WorkloadStorageConfig(models.Model):
     storage_enabled = models.BooleanField(default=True)
     storage_quota_bytes = models.BigIntegerField(default=10 * GIB)
     retention_days = models.PositiveIntegerField(default=30)
+    read_only_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the workload ended: no more uploads from then on."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -17,12 +17,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from storage import kv as storage_kv
 from storage import selectors
 from storage.backends import FilesystemBackend, S3Backend, UploadTarget, storage_backend
 from storage.keys import full_key
 from storage.manager import WorkloadStorageManager
 from storage.models import WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject
-from workloads import routing
 
 logger = logging.getLogger(__name__)
 _MANIFEST_KEY = re.compile(r"^checkpoints/([^/]+)/manifest\.json$")
@@ -35,7 +35,7 @@ def storage_initialize(*, workload_id: UUID | str, quota_bytes: int, retention_d
         defaults={"storage_enabled": True, "storage_quota_bytes": quota_bytes, "retention_days": retention_days},
     )
     transaction.on_commit(
-        lambda: routing.kv_set_storage(
+        lambda: storage_kv.kv_set_storage(
             workload_id=workload_id,
             quota_bytes=quota_bytes,
             used_bytes=selectors.storage_used_bytes(workload_id=workload_id),
@@ -45,16 +45,19 @@ def storage_initialize(*, workload_id: UUID | str, quota_bytes: int, retention_d
 
 
 def storage_schedule_cleanup(*, workload_id: UUID | str) -> datetime | None:
-    """Give every object of the workload an expiry of now + retention; None when storage is off.
+    """Make the workload's storage read-only and give every object an expiry of now + retention; None when off.
 
     Objects that already have an expiry keep it (the source's ``expires_at IS NULL``).
     """
     config = WorkloadStorageConfig.objects.filter(workload_id=workload_id, storage_enabled=True).first()
     if config is None:
         return None
-    expires_at = timezone.now() + timedelta(days=config.retention_days)
+    now = timezone.now()
+    expires_at = now + timedelta(days=config.retention_days)
+    # The workload has ended: from now on its storage is read-only until it expires.
+    WorkloadStorageConfig.objects.filter(pk=config.pk, read_only_since__isnull=True).update(read_only_since=now)
     WorkloadStorageObject.objects.filter(workload_id=workload_id, expires_at__isnull=True).update(expires_at=expires_at)
-    transaction.on_commit(lambda: routing.kv_delete_storage(workload_id=workload_id))
+    transaction.on_commit(lambda: storage_kv.kv_delete_storage(workload_id=workload_id))
     return expires_at
 
 

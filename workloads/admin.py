@@ -11,19 +11,17 @@ each action calls one service and reports its answer as a message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from arbitrage.errors import DomainError
 from placement.clouds.base import CloudError
-from workloads import selectors, services
+from workloads import recovery, services
 from workloads.models import (
     HealthMonitor,
     Notification,
@@ -39,8 +37,6 @@ from workloads.models import (
 admin.site.site_header = "Compute arbitrage"
 admin.site.site_title = "Compute arbitrage admin"
 admin.site.index_title = "Administration"
-# The index keeps Django's app list and leads with a link to the console's dashboard.
-admin.site.index_template = "admin/workloads/index_with_console.html"
 
 # --- coloured badges ------------------------------------------------------------------
 
@@ -82,13 +78,6 @@ def status_badge(status: str) -> str:
     return format_html('<span class="status-badge" style="{}">{}</span>', BADGE_STYLE.format(colour), status)
 
 
-def money(value: Decimal) -> str:
-    """US dollars for the console: cents from $1 up, below that the 6 places bills are kept in."""
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    return f"${value.quantize(Decimal('0.000001')):.6f}"
-
-
 # --- operator actions: each calls one service and answers with a message ---------------
 
 INTERRUPTION_NOTICE_SECONDS = 30
@@ -110,7 +99,7 @@ def _migrate(workload: Workload) -> str:
 
 
 def _interrupt(workload: Workload) -> str:
-    reclaim_at = services.workload_simulate_interruption(
+    reclaim_at = recovery.workload_simulate_interruption(
         workload_id=workload.id, grace_seconds=INTERRUPTION_NOTICE_SECONDS
     )
     return f"interruption notice given, reclaimed at {reclaim_at:%H:%M:%S} UTC."
@@ -179,7 +168,6 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         urls = [
-            path("console/", self.admin_site.admin_view(self.dashboard_view), name="workloads_console"),
             path(
                 "<path:object_id>/action/<str:action>/",
                 self.admin_site.admin_view(self.action_view),
@@ -187,36 +175,6 @@ class WorkloadAdmin(admin.ModelAdmin):
             ),
         ]
         return urls + super().get_urls()
-
-    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        dashboard = selectors.console_dashboard()
-        changelist = reverse("admin:workloads_workload_changelist")
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Operator console",
-            "subtitle": None,
-            "opts": self.opts,
-            "dashboard": dashboard,
-            "states": [
-                {
-                    "status": state.status,
-                    "count": state.count,
-                    "badge": state_badge(state.status),
-                    "colour": STATE_COLOURS[state.status],
-                    "url": f"{changelist}?status__exact={state.status}",
-                }
-                for state in dashboard.states
-            ],
-            "failures": [(run, state_badge(run.workload.status)) for run in dashboard.failures],
-            "spend": {
-                "spend": money(dashboard.month.spend),
-                "on_demand": money(dashboard.month.on_demand_equivalent),
-                "saving": money(dashboard.month.saving),
-            },
-        }
-        return TemplateResponse(request, "admin/workloads/console.html", context)
 
     def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         if request.method != "POST":
@@ -228,39 +186,6 @@ class WorkloadAdmin(admin.ModelAdmin):
             raise PermissionDenied
         self._perform(request, workload, action)
         return HttpResponseRedirect(reverse("admin:workloads_workload_change", args=[workload.pk]))
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        workload = self.get_object(request, object_id)
-        if workload is not None:
-            console = selectors.workload_console(workload=workload)
-            extra_context = {
-                **(extra_context or {}),
-                "console": console,
-                "state_badge": state_badge(workload.status),
-                "cost_so_far": money(console.total_cost),
-                "run_rows": [
-                    {
-                        "timeline": timeline,
-                        "badge": status_badge(timeline.run.status),
-                        "steps": [(row, status_badge(row.step.status)) for row in timeline.steps],
-                    }
-                    for timeline in console.runs
-                ],
-                "segment_rows": [(segment, status_badge(segment.instance.status)) for segment in console.segments],
-                "notification_rows": [
-                    (notification, status_badge(notification.delivery_status)) for notification in console.notifications
-                ],
-                "operator_actions": [
-                    {
-                        "name": name,
-                        "label": label,
-                        "url": reverse("admin:workloads_workload_action", args=[workload.pk, name]),
-                    }
-                    for name, (label, _) in OPERATOR_ACTIONS.items()
-                    if workload.status in ACTION_STATES[name]
-                ],
-            }
-        return super().change_view(request, object_id, form_url, extra_context)
 
     # --- actions -------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ S = WorkloadStatus
 
 
 class Workload(ConcurrentTransitionMixin, models.Model):
-    """A customer's workload and its lifecycle (DESIGN.md §5).
+    """A customer's workload and its lifecycle (docs/architecture.md §5).
 
     ``status`` is protected: it changes only through the transition methods
     below, and those are called only by ``workloads.services.workload_transition``,
@@ -78,7 +78,7 @@ class Workload(ConcurrentTransitionMixin, models.Model):
     def endpoint(self) -> str:
         return f"{self.id}.workloads.{settings.WORKLOAD_DOMAIN}"
 
-    # --- transitions (DESIGN.md §5); bodies stay empty, effects live in services.
+    # --- transitions (docs/architecture.md §5); bodies stay empty, effects live in services.
 
     @transition(field=status, source=S.PENDING, target=S.PROVISIONING)
     def place(self) -> None:
@@ -218,7 +218,7 @@ class WorkloadEvent(models.Model):
         return f"{self.kind} {self.name}"
 
 
-# --- durable workflows (DESIGN.md §6) -------------------------------------------
+# --- durable workflows (docs/architecture.md §6) -------------------------------------------
 
 
 class WorkflowKind(models.TextChoices):

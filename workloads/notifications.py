@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 from uuid import UUID
 
+from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -25,6 +26,7 @@ SIGNATURE_HEADER = "X-Arbitrage-Signature"
 EVENT_HEADER = "X-Arbitrage-Event"
 DELIVERY_TIMEOUT_SECONDS = 10
 MAX_DELIVERY_ATTEMPTS = 8
+DELIVER_TASK = "workloads.notification_deliver"  # workloads/tasks.py
 
 
 class WebhookDeliveryError(Exception):
@@ -65,9 +67,8 @@ def notification_create(
     except IntegrityError:
         return Notification.objects.get(**lookup)
     if created and status == DeliveryStatus.PENDING:
-        from workloads.tasks import notification_deliver
-
-        transaction.on_commit(lambda: notification_deliver.delay(str(notification.id)))
+        # By name: the tasks module imports this one.
+        transaction.on_commit(lambda: current_app.send_task(DELIVER_TASK, args=(str(notification.id),)))
     return notification
 
 

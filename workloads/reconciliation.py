@@ -30,7 +30,7 @@ from placement.clouds.base import CloudError, InstanceInfo, InstanceNotFound, In
 from placement.models import ReconcileFinding
 from placement.services import catalog_regions
 from workloads.models import InstanceStatus, Workload, WorkloadInstance, WorkloadStatus
-from workloads.services import workload_interrupt
+from workloads.recovery import workload_interrupt
 
 logger = logging.getLogger(__name__)
 

@@ -49,24 +49,5 @@ def kv_delete_endpoint(*, workload_id: UUID | str) -> None:
     _kv().delete(endpoint_key(workload_id))
 
 
-def storage_keys(workload_id: UUID | str) -> dict[str, str]:
-    return {
-        "enabled": f"workload:{workload_id}:storage:enabled",
-        "quota": f"workload:{workload_id}:storage:quota",
-        "used": f"workload:{workload_id}:storage:used",
-    }
-
-
-def kv_set_storage(*, workload_id: UUID | str, quota_bytes: int, used_bytes: int = 0) -> None:
-    keys = storage_keys(workload_id)
-    _kv().set_many(
-        {keys["enabled"]: "true", keys["quota"]: str(quota_bytes), keys["used"]: str(used_bytes)}, timeout=None
-    )
-
-
-def kv_delete_storage(*, workload_id: UUID | str) -> None:
-    _kv().delete_many(list(storage_keys(workload_id).values()))
-
-
 def kv_get(key: str) -> str | None:
     return _kv().get(key)

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from accounts.models import Customer
 from arbitrage.errors import DomainError
-from billing.services import customer_budget_enforce
 from placement.clouds.base import get_cloud
 from workloads import routing
-from workloads.errors import IdempotencyKeyReused, NoCheaperOffer, TransitionRefused
+from workloads.errors import IdempotencyKeyReused, TransitionRefused
 from workloads.models import (
     TRANSITIONS,
     HealthMonitor,
@@ -40,6 +36,7 @@ from workloads.models import (
     WorkloadStatus,
 )
 from workloads.selectors import workload_by_idempotency_key
+from workloads.signals import instance_release_announce, workload_admit
 from workloads.workflows.engine import workflow_run_cancel, workflow_run_create
 
 # --- workloads ----------------------------------------------------------------
@@ -72,7 +69,7 @@ def workload_create(
         existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
         if existing is not None:
             return _idempotent_replay(existing, fingerprint), False
-    customer_budget_enforce(customer=customer)
+    workload_admit(customer=customer)
     try:
         with transaction.atomic():
             workload = Workload.objects.create(
@@ -209,8 +206,6 @@ def health_monitoring_stop(*, workload_id: UUID | str) -> None:
 
 def workload_instances_release(*, workload_id: UUID | str, reason: str) -> list[WorkloadInstance]:
     """Terminate and bill every instance the workload still has, stop monitoring it, drop its routing."""
-    from billing.services import usage_record_create
-
     released = []
     for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=True):
         released.append(instance_terminate(instance=instance))
@@ -218,11 +213,8 @@ def workload_instances_release(*, workload_id: UUID | str, reason: str) -> list[
         health_monitoring_stop(workload_id=workload_id)
         routing_remove(workload_id=workload_id)
         for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=False):
-            usage_record_create(instance=instance)
+            instance_release_announce(instance=instance)
     return released
-
-
-# --- interruptions, health verdicts and recovery ---------------------------------------
 
 
 def workload_current_instance(*, workload_id: UUID | str) -> WorkloadInstance | None:
@@ -231,168 +223,6 @@ def workload_current_instance(*, workload_id: UUID | str) -> WorkloadInstance | 
         .order_by("-created_at")
         .first()
     )
-
-
-def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str, Any] | None = None) -> bool:
-    """RUNNING → INTERRUPTED on the first interruption signal (``agent`` or ``cloud``); later ones are no-ops.
-
-    Blocks the instance's pool for the cool-down, tells the customer, and starts
-    the recovery: migration, or termination when the policy (or the migration
-    limit) says so. Returns whether this signal was the first.
-    """
-    from placement.services import pool_block
-    from workloads.notifications import notification_create
-
-    with transaction.atomic():
-        workload = Workload.objects.select_for_update().get(id=workload_id)
-        if workload.status != WorkloadStatus.RUNNING:
-            WorkloadEvent.objects.create(
-                workload=workload,
-                kind=WorkloadEvent.Kind.INFO,
-                name="interruption-signal",
-                message=f"Interruption signal from the {signal} side (already {workload.status}).",
-                detail={"signal": signal, **(detail or {})},
-            )
-            return False
-        instance = workload_current_instance(workload_id=workload.id)
-        workload_transition_locked(
-            workload,
-            "spot_interrupt",
-            message=f"Spot interruption: the {signal} signal came first.",
-            detail={"signal": signal, **(detail or {})},
-        )
-        if instance is not None:
-            pool_block(
-                provider=instance.provider,
-                region=instance.region,
-                availability_zone=instance.availability_zone,
-                instance_type=instance.instance_type,
-                reason=f"spot interruption of {instance.instance_id}",
-            )
-        notification_create(
-            workload=workload,
-            type="WORKLOAD_INTERRUPTED",
-            payload={
-                "type": "WORKLOAD_INTERRUPTED",
-                "customerId": str(workload.customer_id),
-                "workloadId": str(workload.id),
-                "signal": signal,
-                "provider": instance.provider if instance else None,
-                "region": instance.region if instance else None,
-            },
-            dedupe_key=str(instance.id) if instance else "",
-        )
-        _recovery_start(workload, instance=instance, reason=f"spot interruption ({signal})")
-    return True
-
-
-def workload_mark_unhealthy(*, workload_id: UUID | str, reason: str) -> bool:
-    """RUNNING → UNHEALTHY after failed health checks, then the recovery; False if it was not RUNNING."""
-    with transaction.atomic():
-        workload = Workload.objects.select_for_update().get(id=workload_id)
-        if workload.status != WorkloadStatus.RUNNING:
-            return False
-        instance = workload_current_instance(workload_id=workload.id)
-        workload_transition_locked(workload, "health_check_fail", message=reason)
-        _recovery_start(workload, instance=instance, reason=reason)
-    return True
-
-
-def _recovery_start(workload: Workload, *, instance: WorkloadInstance | None, reason: str) -> None:
-    """Migrate (policy ``migrate``, under the daily limit) or terminate; inside the caller's transaction."""
-
-    since = timezone.now() - timedelta(hours=24)
-    recent = WorkflowRun.objects.filter(workload=workload, kind=WorkflowKind.MIGRATE, created_at__gte=since).count()
-    if workload.recovery_policy == RecoveryPolicy.MIGRATE and recent < settings.MIGRATION_LIMIT_PER_DAY:
-        pools = []
-        if instance is not None:
-            pools.append([instance.provider, instance.region, instance.availability_zone, instance.instance_type])
-        payload = {"reason": reason, "exclude_pools": pools, "from_instance": str(instance.id) if instance else None}
-        workflow_run_create(kind=WorkflowKind.MIGRATE, workload=workload, payload=payload)
-        return
-    if workload.recovery_policy == RecoveryPolicy.MIGRATE:
-        reason = f"{reason}; migration limit of {settings.MIGRATION_LIMIT_PER_DAY} in 24 h reached"
-    workflow_run_create(kind=WorkflowKind.TERMINATE, workload=workload, payload={"reason": reason})
-
-
-def agent_interruption_report(*, workload_id: UUID | str, checkpoint: str | None, reason: str = "") -> Workload:
-    """The workload's agent saw the interruption notice (and saved its final checkpoint, if named)."""
-    if checkpoint:
-        WorkloadEvent.objects.create(
-            workload_id=workload_id,
-            kind=WorkloadEvent.Kind.INFO,
-            name="final-checkpoint",
-            message=f"The agent saved its final checkpoint {checkpoint}.",
-            detail={"checkpoint": checkpoint},
-        )
-    workload_interrupt(workload_id=workload_id, signal="agent", detail={"reason": reason} if reason else None)
-    return Workload.objects.get(id=workload_id)
-
-
-def workload_simulate_interruption(*, workload_id: UUID | str, grace_seconds: float) -> datetime:
-    """Give a RUNNING workload's local-cloud instance a spot interruption notice (operators, demos, tests)."""
-
-    from placement.clouds import local
-
-    workload = Workload.objects.get(id=workload_id)
-    instance = workload_current_instance(workload_id=workload_id)
-    if workload.status != WorkloadStatus.RUNNING or instance is None:
-        raise TransitionRefused(workload_id=workload_id, transition="spot_interrupt", current_state=workload.status)
-    if settings.CLOUD_BACKENDS.get(instance.provider) != "local":
-        raise DomainError(
-            f"Only local-cloud instances can be interrupted on demand; this one runs on {instance.provider}."
-        )
-    return local.interruption_notice(instance.instance_id, grace_seconds=grace_seconds)
-
-
-def workload_rebalance(*, workload_id: UUID | str, min_saving_pct: Decimal) -> dict[str, Any]:
-    """Move a RUNNING workload to an offer cheaper by at least ``min_saving_pct`` percent.
-
-    The move is the migration workflow (the workload passes through INTERRUPTED
-    with the signal ``rebalance``; its pool is not blocked): the agent is asked
-    for a final checkpoint, then the workload is re-placed away from its pool.
-    Raises ``NoCheaperOffer`` when nothing is cheaper by that margin.
-    """
-    from placement.errors import NoPlacement
-    from placement.selectors import placement_candidates
-
-    with transaction.atomic():
-        workload = Workload.objects.select_for_update().get(id=workload_id)
-        instance = workload_current_instance(workload_id=workload.id)
-        if workload.status != WorkloadStatus.RUNNING or instance is None:
-            raise TransitionRefused(workload_id=workload.id, transition="rebalance", current_state=workload.status)
-        pool = (instance.provider, instance.region, instance.availability_zone, instance.instance_type)
-        try:
-            best = placement_candidates(requirements=workload.requirements, limit=1, exclude_pools=[pool])[0]
-        except NoPlacement:
-            raise NoCheaperOffer("No other offer fits this workload.", current_price=str(instance.spot_price)) from None
-        current = Decimal(instance.spot_price)
-        saving_pct = ((current - best.spot_price) / current * 100).quantize(Decimal("0.01"))
-        offer = {"provider": best.provider, "region": best.region, "availability_zone": best.availability_zone,
-                 "instance_type": best.instance_type, "spot_price": str(best.spot_price)}  # fmt: skip
-        if saving_pct < min_saving_pct:
-            raise NoCheaperOffer(
-                f"The best other offer saves {saving_pct}%, less than the {min_saving_pct}% asked for.",
-                current_price=str(current),
-                best_offer=offer,
-            )
-        workload_transition_locked(
-            workload,
-            "spot_interrupt",
-            message=f"Rebalance to {best.provider}/{best.region}/{best.instance_type}: {saving_pct}% cheaper.",
-            detail={"signal": "rebalance", "offer": offer, "saving_pct": str(saving_pct)},
-        )
-        workflow_run_create(
-            kind=WorkflowKind.MIGRATE,
-            workload=workload,
-            payload={
-                "reason": "rebalance to a cheaper offer",
-                "signal": "rebalance",
-                "exclude_pools": [list(pool)],
-                "from_instance": str(instance.id),
-            },
-        )
-    return {"status": workload.status, "saving_pct": str(saving_pct), "offer": offer}
 
 
 # --- operator actions (the admin console) ----------------------------------------------

@@ -7,6 +7,9 @@ from django.db import DatabaseError
 
 from placement.clouds.base import TransientCloudError
 from workloads import notifications
+from workloads.reconciliation import cloud_interruption_warnings_poll
+from workloads.reconciliation import cloud_reconcile as reconcile
+from workloads.recovery import health_sweep_run
 from workloads.workflows import engine
 
 # Workflow steps: acks_late + reject_on_worker_lost (settings) so a worker that
@@ -56,21 +59,15 @@ def notification_deliver(self, notification_id: str) -> None:
 
 @shared_task(name="workloads.health_sweep", ignore_result=True)
 def health_sweep() -> dict:
-    from workloads.monitoring import health_sweep_run
-
     return health_sweep_run().__dict__
 
 
 @shared_task(name="workloads.cloud_reconcile", ignore_result=True)
 def cloud_reconcile() -> dict:
-    from workloads.reconciliation import cloud_reconcile as reconcile
-
     report = reconcile()
     return {action: report.count(action) for action in ("terminate", "wait", "interrupt", "error")}
 
 
 @shared_task(name="workloads.cloud_interruption_warnings", ignore_result=True)
 def cloud_interruption_warnings() -> list[str]:
-    from workloads.reconciliation import cloud_interruption_warnings_poll
-
     return cloud_interruption_warnings_poll()

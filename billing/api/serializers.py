@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from arbitrage.api.fields import StrictCharField, StrictSerializer
-from billing.selectors import month_parse
+from billing.selectors import month_parse, workload_cost_so_far
 
 
 def _money(**kwargs) -> serializers.DecimalField:
@@ -71,3 +72,19 @@ class WorkloadCostSerializer(serializers.Serializer):
     on_demand_equivalent = _money()
     saving = _money()
     segments = SegmentCostSerializer(many=True)
+
+
+@extend_schema_field(WorkloadCostSerializer)
+class WorkloadCostField(serializers.Field):
+    """A workload detail's "cost" section (registered by ``BillingConfig.ready``)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault(
+            "help_text",
+            "Cost so far: spend, on-demand equivalent, saving and each instance segment; "
+            "a running instance accrues by the second.",
+        )
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, workload) -> dict:
+        return WorkloadCostSerializer(workload_cost_so_far(workload_id=workload.id)).data

@@ -16,7 +16,6 @@ from accounts.authentication import AgentTokenAuthentication, ApiKeyAuthenticati
 from storage import selectors, services
 from storage.api import schema  # noqa: F401 (registers the agent token's OpenAPI scheme)
 from storage.api import serializers as s
-from workloads.selectors import workload_get
 
 ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, fields?}}')
 COMMON_ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 409: ERROR}
@@ -28,7 +27,8 @@ def _workload_id(request, workload_id):
         if request.user.workload_id != workload_id:
             raise Http404
         return workload_id
-    if workload_get(customer=request.user.customer, workload_id=workload_id) is None:
+    # Through the customer's own relation: storage sits below workloads and does not import them.
+    if not request.user.customer.workloads.filter(id=workload_id).exists():
         raise Http404
     return workload_id
 

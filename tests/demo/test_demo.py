@@ -13,6 +13,8 @@ import pytest
 
 from demo import DemoFailed
 from demo.client import Answer, error_message
+from demo.endpoint import EndpointCall
+from demo.management.commands.demo import demo_environment
 from demo.render import (
     STATE_HEADERS,
     STATE_WIDTHS,
@@ -25,8 +27,7 @@ from demo.render import (
     state_row,
     table,
 )
-from demo.story import EndpointCall, cross_cloud_requirements
-from workloads.management.commands.demo import demo_environment
+from demo.story import cross_cloud_requirements
 
 
 def detail(status: str, *instances: dict) -> dict:

@@ -388,10 +388,11 @@ def test_requests_keep_reaching_the_workload_across_a_migration(gateway, agent_f
         thread.start()
     wait_until(lambda: len(results) >= 5, timeout=30, what="requests through the gateway")
 
+    interrupted_at = len(results)
     workload_transition(workload_id=workload.id, transition="spot_interrupt", message="test: reclaimed")
     # The cloud takes the instance back after its notice, not at the same instant: by then the
-    # gateway (whose route cache lives at most a second) sends it nothing new.
-    time.sleep(1.5)
+    # gateway has seen the interruption (its route cache lives at most a second) and answers 503.
+    wait_until(lambda: any(r[0] == 503 for r in results[interrupted_at:]), timeout=30, what="a 503 while interrupted")
     old.stop()
     new = agent_factory("i-new")
     workload_transition(workload_id=workload.id, transition="recover", message="test: migrating")

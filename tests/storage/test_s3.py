@@ -10,10 +10,10 @@ import pytest
 import requests
 from django.utils import timezone
 
+from storage import kv as storage_kv
 from storage.models import WorkloadStorageObject
 from storage.services import storage_expired_delete
 from tests.storage.conftest import storage_url, storage_workload
-from workloads import routing
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_multipart_upload_for_a_large_object(api, customer, s3, settings):
 
 
 def test_usage_accounting_follows_the_index(api, workload, s3, django_capture_on_commit_callbacks):
-    used_key = routing.storage_keys(workload.id)["used"]
+    used_key = storage_kv.storage_keys(workload.id)["used"]
     with django_capture_on_commit_callbacks(execute=True):
         for key, size in (("state/a", 100), ("state/b", 250), ("artifacts/c", 50)):
             _upload(api, workload, key, b"z" * size)
@@ -105,7 +105,7 @@ def test_usage_accounting_follows_the_index(api, workload, s3, django_capture_on
         # An overwrite replaces the old size.
         _upload(api, workload, "state/b", b"z" * 10)
         assert _complete(api, workload, "state/b").status_code == 201
-    assert routing.kv_get(used_key) == "160"
+    assert storage_kv.kv_get(used_key) == "160"
     detail = api.get(f"/api/v1/workloads/{workload.id}").json()["storage"]
     assert detail["used_bytes"] == 160
     assert detail["object_count"] == 3

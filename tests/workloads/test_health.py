@@ -11,7 +11,7 @@ from placement.clouds.base import InstanceRequest
 from tests.factories import WorkloadFactory
 from workloads.health import check_many
 from workloads.models import HealthMonitor, WorkflowRun, WorkloadStatus
-from workloads.monitoring import health_sweep_run
+from workloads.recovery import health_sweep_run
 
 S = WorkloadStatus
 

@@ -16,7 +16,7 @@ from tests.live import wait_until
 from tests.workloads.test_provision import api_for, get_json, reaches, run_succeeds, submit
 from workloads import routing
 from workloads.models import Notification, WorkflowRun, WorkloadEvent, WorkloadInstance, WorkloadRouting, WorkloadStatus
-from workloads.monitoring import health_sweep_run
+from workloads.recovery import health_sweep_run
 
 S = WorkloadStatus
 

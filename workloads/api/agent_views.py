@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import AgentTokenAuthentication, WorkloadAgent
 from arbitrage.api.fields import StrictCharField, StrictSerializer
-from workloads import services
+from workloads import recovery
 from workloads.models import Workload
 
 
@@ -35,5 +35,5 @@ class AgentInterruptionView(APIView):
             raise Http404
         report = InterruptionReportSerializer(data=request.data)
         report.is_valid(raise_exception=True)
-        workload = services.agent_interruption_report(workload_id=agent.workload_id, **report.validated_data)
+        workload = recovery.agent_interruption_report(workload_id=agent.workload_id, **report.validated_data)
         return Response({"workload_id": str(workload.id), "status": workload.status}, status=status.HTTP_202_ACCEPTED)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.tokens import access_token_for
@@ -14,8 +14,6 @@ from arbitrage.api.fields import (
     StrictIntegerField,
     StrictSerializer,
 )
-from billing.api.serializers import WorkloadCostSerializer
-from billing.selectors import workload_cost_so_far
 from placement.requirements import RequirementsSerializer
 from storage.selectors import storage_summary_get
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
@@ -129,6 +127,16 @@ class WorkloadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# Sections of a workload's detail added by apps that workloads may not import (billing adds
+# "cost" in its AppConfig.ready): name -> a factory of a read-only field whose source is the
+# whole workload (``source="*"``).
+DETAIL_SECTIONS: dict[str, Callable[[], serializers.Field]] = {}
+
+
+def workload_detail_section_register(*, name: str, field_factory: Callable[[], serializers.Field]) -> None:
+    DETAIL_SECTIONS[name] = field_factory
+
+
 class WorkloadDetailSerializer(WorkloadSerializer):
     instances = WorkloadInstanceSerializer(many=True, read_only=True)
     events = WorkloadEventSerializer(many=True, read_only=True)
@@ -139,18 +147,18 @@ class WorkloadDetailSerializer(WorkloadSerializer):
         help_text="Storage usage: used_bytes, quota_bytes, retention_days, object_count; null when storage is off."
     )
 
-    cost = serializers.SerializerMethodField(
-        help_text="Cost so far: spend, on-demand equivalent, saving and each instance segment; "
-        "a running instance accrues by the second."
-    )
-
     class Meta(WorkloadSerializer.Meta):
-        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "cost", "instances", "events"]
+        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "instances", "events"]
         read_only_fields = fields
 
-    @extend_schema_field(WorkloadCostSerializer)
-    def get_cost(self, workload) -> dict:
-        return WorkloadCostSerializer(workload_cost_so_far(workload_id=workload.id)).data
+    def get_fields(self):
+        # The sections apps above workloads add (billing: "cost") go before the instances.
+        fields = {}
+        for name, field in super().get_fields().items():
+            if name == "instances":
+                fields.update({section: make_field() for section, make_field in DETAIL_SECTIONS.items()})
+            fields[name] = field
+        return fields
 
     def get_storage(self, workload) -> dict | None:
         return storage_summary_get(workload_id=workload.id)

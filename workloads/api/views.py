@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from arbitrage.api.fields import StrictDecimalField, StrictSerializer
-from workloads import selectors, services
+from workloads import recovery, selectors, services
 from workloads.api.serializers import (
     WorkloadCreateSerializer,
     WorkloadDetailSerializer,
@@ -124,5 +124,5 @@ class WorkloadRebalanceView(APIView):
         body = RebalanceSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         margin = body.validated_data.get("min_saving_pct", Decimal(str(settings.REBALANCE_MIN_SAVING_PCT)))
-        result = services.workload_rebalance(workload_id=workload.id, min_saving_pct=margin)
+        result = recovery.workload_rebalance(workload_id=workload.id, min_saving_pct=margin)
         return Response(result, status=status.HTTP_202_ACCEPTED)

@@ -1,4 +1,4 @@
-"""A durable step engine on Celery (DESIGN.md §6).
+"""A durable step engine on Celery (docs/architecture.md §6).
 
 A workflow is an ordered tuple of named steps. A run of it is a
 ``WorkflowRun`` row with one ``WorkflowStep`` row per step, and a Celery
@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from celery import chain, current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F
@@ -44,6 +45,10 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
 )
+
+# Celery task names (defined in workloads/tasks.py).
+STEP_TASK = "workloads.workflow_step"
+CLEANUP_TASK = "workloads.workflow_cleanup"
 
 logger = logging.getLogger(__name__)
 
@@ -222,12 +227,13 @@ def workflow_run_create(*, kind: str, workload: Workload, payload: dict[str, Any
 
 
 def _enqueue_chain(run_id: UUID, step_names: tuple[str, ...], generation: int) -> None:
-    from celery import chain
-
-    from workloads.tasks import workflow_step
-
+    # The tasks module imports this one, so its tasks are named here, not imported.
     if step_names:
-        chain(*(workflow_step.si(str(run_id), name, generation) for name in step_names)).apply_async()
+        steps = (
+            current_app.signature(STEP_TASK, args=(str(run_id), name, generation), immutable=True)
+            for name in step_names
+        )
+        chain(*steps).apply_async()
 
 
 def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUID]:
@@ -447,9 +453,7 @@ def _rewind(run: WorkflowRun, step_name: str, rewind: Rewind) -> Stop:
 
 
 def _enqueue_cleanup(run_id: UUID) -> None:
-    from workloads.tasks import workflow_cleanup
-
-    workflow_cleanup.delay(str(run_id))
+    current_app.send_task(CLEANUP_TASK, args=(str(run_id),))
 
 
 def workflow_cleanup_execute(*, run_id: UUID | str) -> None:

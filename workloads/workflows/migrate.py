@@ -17,7 +17,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing.services import usage_record_create
 from placement.clouds.base import TransientCloudError
 from workloads import notifications
 from workloads.models import (
@@ -36,6 +35,7 @@ from workloads.services import (
     workflow_run_create,
     workload_transition_locked,
 )
+from workloads.signals import instance_release_announce
 from workloads.workflows import provision
 from workloads.workflows.engine import NotYet, Poll, RetryPolicy, Step, StepContext, Workflow, register, scaled
 
@@ -106,7 +106,7 @@ def terminate_old_instance(ctx: StepContext) -> dict[str, Any]:
     for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=True):
         instance = instance_terminate(instance=instance)
         ended.append(instance)
-    ctx.on_commit_effects(lambda: [usage_record_create(instance=instance) for instance in ended])
+    ctx.on_commit_effects(lambda: [instance_release_announce(instance=instance) for instance in ended])
     return {"terminated": [instance.instance_id for instance in ended]}
 
 
@@ -158,36 +158,26 @@ def migrate_cleanup(run: WorkflowRun) -> None:
     provision.provision_cleanup(run)
 
 
-MIGRATE = register(
-    Workflow(
-        kind=WorkflowKind.MIGRATE,
-        steps=(
-            Step(
-                "wait-for-final-checkpoint",
-                wait_for_final_checkpoint,
-                poll=Poll(every_seconds=1, max_checks=200, timeout_message="Timeout waiting for the final checkpoint"),
-            ),
-            Step(
-                "terminate-old-instance",
-                terminate_old_instance,
-                retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
-            ),
-            Step("update-status-provisioning", update_status_provisioning),
-            *(
-                step
-                for step in provision.PROVISION.steps
-                if step.name
-                in {
-                    "find-placement",
-                    "provision-cloud-resources",
-                    "wait-for-instance",
-                    "wait-for-workload-ready",
-                    "register-routing",
-                    "start-health-monitoring",
-                }
-            ),
-            Step("notify-customer", notify_migrated),
-        ),
-        cleanup=migrate_cleanup,
-    )
+STEPS = (
+    Step(
+        "wait-for-final-checkpoint",
+        wait_for_final_checkpoint,
+        poll=Poll(every_seconds=1, max_checks=200, timeout_message="Timeout waiting for the final checkpoint"),
+    ),
+    Step(
+        "terminate-old-instance",
+        terminate_old_instance,
+        retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
+    ),
+    Step("update-status-provisioning", update_status_provisioning),
+    # The placement and start-up steps of a provisioning run, by name (storage is already set up).
+    provision.FIND_PLACEMENT,
+    provision.PROVISION_CLOUD_RESOURCES,
+    provision.WAIT_FOR_INSTANCE,
+    provision.WAIT_FOR_WORKLOAD_READY,
+    provision.REGISTER_ROUTING,
+    provision.START_HEALTH_MONITORING,
+    Step("notify-customer", notify_migrated),
 )
+
+MIGRATE = register(Workflow(kind=WorkflowKind.MIGRATE, steps=STEPS, cleanup=migrate_cleanup))

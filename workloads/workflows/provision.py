@@ -418,34 +418,36 @@ def _wait(message: str) -> Poll:
     return Poll(every_seconds=5, max_checks=60, timeout_message=message)
 
 
-PROVISION = register(
-    Workflow(
-        kind=WorkflowKind.PROVISION,
-        steps=(
-            Step("validate-quotas", validate_quotas),
-            Step("find-placement", find_placement),
-            Step("update-status-provisioning", update_status_provisioning),
-            Step(
-                "provision-cloud-resources",
-                provision_cloud_resources,
-                retry=RetryPolicy(limit=3, delay_seconds=10, exponential=True, retry_on=(TransientCloudError,)),
-                compensate=_undo_create,
-            ),
-            Step(
-                "wait-for-instance",
-                wait_for_instance,
-                poll=_wait("Timeout waiting for instance to start"),
-            ),
-            Step(
-                "wait-for-workload-ready",
-                wait_for_workload_ready,
-                poll=_wait("Timeout waiting for workload health check"),
-            ),
-            Step("register-routing", register_routing),
-            Step("initialize-storage", initialize_storage),
-            Step("start-health-monitoring", start_health_monitoring),
-            Step("notify-customer", notify_customer),
-        ),
-        cleanup=provision_cleanup,
-    )
+# The steps, named once: the provisioning run is all of them; a migration reuses some (migrate.py).
+VALIDATE_QUOTAS = Step("validate-quotas", validate_quotas)
+FIND_PLACEMENT = Step("find-placement", find_placement)
+UPDATE_STATUS_PROVISIONING = Step("update-status-provisioning", update_status_provisioning)
+PROVISION_CLOUD_RESOURCES = Step(
+    "provision-cloud-resources",
+    provision_cloud_resources,
+    retry=RetryPolicy(limit=3, delay_seconds=10, exponential=True, retry_on=(TransientCloudError,)),
+    compensate=_undo_create,
 )
+WAIT_FOR_INSTANCE = Step("wait-for-instance", wait_for_instance, poll=_wait("Timeout waiting for instance to start"))
+WAIT_FOR_WORKLOAD_READY = Step(
+    "wait-for-workload-ready", wait_for_workload_ready, poll=_wait("Timeout waiting for workload health check")
+)
+REGISTER_ROUTING = Step("register-routing", register_routing)
+INITIALIZE_STORAGE = Step("initialize-storage", initialize_storage)
+START_HEALTH_MONITORING = Step("start-health-monitoring", start_health_monitoring)
+NOTIFY_CUSTOMER = Step("notify-customer", notify_customer)
+
+STEPS = (
+    VALIDATE_QUOTAS,
+    FIND_PLACEMENT,
+    UPDATE_STATUS_PROVISIONING,
+    PROVISION_CLOUD_RESOURCES,
+    WAIT_FOR_INSTANCE,
+    WAIT_FOR_WORKLOAD_READY,
+    REGISTER_ROUTING,
+    INITIALIZE_STORAGE,
+    START_HEALTH_MONITORING,
+    NOTIFY_CUSTOMER,
+)
+
+PROVISION = register(Workflow(kind=WorkflowKind.PROVISION, steps=STEPS, cleanup=provision_cleanup))

@@ -26,6 +26,7 @@ from workloads.services import (
     routing_remove,
     workload_transition_locked,
 )
+from workloads.signals import instance_release_announce
 from workloads.workflows.engine import (
     RetryPolicy,
     Step,
@@ -136,45 +137,30 @@ def update_final_status(ctx: StepContext) -> dict[str, Any]:
 
 
 def record_billing(ctx: StepContext) -> dict[str, Any]:
-    from billing.services import usage_record_create
-
+    """Every ended instance is billed once (billing receives ``instance_released``)."""
     records = []
 
     def bill() -> None:
         for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=False):
-            record = usage_record_create(instance=instance)
-            records.append(
-                {
-                    "instance_id": instance.instance_id,
-                    "provider": record.provider,
-                    "region": record.region,
-                    "instanceType": record.instance_type,
-                    "durationHours": str(record.duration_hours),
-                    "spotPricePerHour": str(record.spot_price_per_hour),
-                    "totalCost": str(record.total_cost),
-                }
-            )
+            records.extend(instance_release_announce(instance=instance))
 
     ctx.on_commit_effects(bill)
     return {"records": records}
 
 
-TERMINATE = register(
-    Workflow(
-        kind=WorkflowKind.TERMINATE,
-        steps=(
-            Step("get-workload", get_workload),
-            Step("update-status-stopping", update_status_stopping),
-            Step("stop-health-monitoring", stop_health_monitoring),
-            Step(
-                "terminate-instance",
-                terminate_instance,
-                retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
-            ),
-            Step("schedule-storage-cleanup", schedule_storage_cleanup),
-            Step("remove-routing", remove_routing),
-            Step("update-final-status", update_final_status),
-            Step("record-billing", record_billing),
-        ),
-    )
+STEPS = (
+    Step("get-workload", get_workload),
+    Step("update-status-stopping", update_status_stopping),
+    Step("stop-health-monitoring", stop_health_monitoring),
+    Step(
+        "terminate-instance",
+        terminate_instance,
+        retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
+    ),
+    Step("schedule-storage-cleanup", schedule_storage_cleanup),
+    Step("remove-routing", remove_routing),
+    Step("update-final-status", update_final_status),
+    Step("record-billing", record_billing),
 )
+
+TERMINATE = register(Workflow(kind=WorkflowKind.TERMINATE, steps=STEPS))

@@ -3,7 +3,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from arbitrage.errors import DomainError
-from workloads import services
+from workloads import recovery
 from workloads.models import Workload
 
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         if not Workload.objects.filter(id=workload_id).exists():
             raise CommandError(f"no workload with id {workload_id!r}")
         try:
-            reclaim_at = services.workload_simulate_interruption(workload_id=workload_id, grace_seconds=grace)
+            reclaim_at = recovery.workload_simulate_interruption(workload_id=workload_id, grace_seconds=grace)
         except DomainError as error:
             raise CommandError(error.message) from None
         self.stdout.write(f"interruption notice given; the instance is reclaimed at {reclaim_at.isoformat()}")

@@ -9,13 +9,13 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
+from console import selectors
+from console.admin import money
 from placement.admin import price_chart_svg
 from placement.models import Offer, PoolBlock
 from placement.services import catalog_load_snapshot, pool_block
 from storage.models import WorkloadStorageConfig, WorkloadStorageObject
 from tests.factories import WorkloadFactory
-from workloads import selectors
-from workloads.admin import money
 from workloads.models import (
     Notification,
     NotificationType,

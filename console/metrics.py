@@ -16,7 +16,7 @@ a store all processes share:
   the database does not keep: the gateway's request counts and upstream latency
   (each gateway process publishes its own counters there every second, see
   ``gateway.counters``) and the health sweep's checks and failures
-  (incremented by the sweep, ``health_checks_record``).
+  (incremented by the sweep, ``workloads.recovery.health_checks_record``).
 
 A prometheus_client multiprocess directory under ``VAR_DIR`` would only cover
 processes sharing one file system, and the docker-compose services do not.
@@ -54,16 +54,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import caches
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -71,8 +69,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from billing.models import UsageRecord
-from billing.services import MONEY, SECONDS_PER_HOUR
+from billing.money import ZERO
+from billing.selectors import monthly_provider_totals
 from gateway.counters import LATENCY_BUCKETS, published_counters
 from workloads.models import (
     RunStatus,
@@ -82,9 +80,9 @@ from workloads.models import (
     WorkflowStep,
     Workload,
     WorkloadEvent,
-    WorkloadInstance,
     WorkloadStatus,
 )
+from workloads.recovery import HEALTH_KEY
 from workloads.workflows.engine import WORKFLOWS
 
 logger = logging.getLogger(__name__)
@@ -94,8 +92,6 @@ STEP_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 RUNNING_BUCKETS = (10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 INTERRUPTION_SIGNALS = ("agent", "cloud", "rebalance", "operator")
 MIGRATION_OUTCOMES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
-HEALTH_KEY = "metrics:health:{what}:{provider}"
-ZERO = Decimal("0.000000")
 
 
 def clock() -> datetime:
@@ -145,34 +141,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 # --- writes from other processes -------------------------------------------------------
-
-
-def health_checks_record(*, results: Iterable[tuple[str, bool]]) -> None:
-    """Count one sweep's checks, ``(provider, ok)`` each, in the shared KV (never raises)."""
-    checked: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    for provider, ok in results:
-        label = _provider_label(provider)
-        checked[label] += 1
-        if not ok:
-            failed[label] += 1
-    try:
-        kv = caches["routing"]
-        for what, counts in (("checks", checked), ("failures", failed)):
-            for provider, amount in counts.items():
-                _kv_increment(kv, HEALTH_KEY.format(what=what, provider=provider), amount)
-    except Exception:
-        logger.exception("could not count health checks in the KV")
-
-
-def _kv_increment(kv: Any, key: str, amount: int) -> None:
-    # Atomic on Redis (INCRBY); the embedded file cache reads and writes, which only a sweep
-    # overlapping another could race.
-    kv.add(key, 0, timeout=None)
-    try:
-        kv.incr(key, amount)
-    except ValueError:  # cleared between add and incr
-        kv.set(key, amount, timeout=None)
 
 
 def _provider_label(provider: str) -> str:
@@ -408,52 +376,8 @@ def collect_gateway() -> Iterator[Metric]:
 
 def month_spend_by_provider(now: datetime) -> dict[str, tuple[Decimal, Decimal]]:
     """``{provider: (spend, on-demand equivalent)}`` of the UTC month of ``now``, over every customer."""
-    now = now.astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    totals: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
-    # Bills wholly inside the month, as written: one aggregate.
-    inside = Q(started_at__gte=start, ended_at__lte=now)
-    for row in (
-        UsageRecord.objects.filter(inside)
-        .order_by()
-        .values("provider")
-        .annotate(spend=Sum("total_cost"), on_demand=Sum(Coalesce("on_demand_cost", "total_cost")))
-    ):
-        totals[row["provider"]][0] += row["spend"] or ZERO
-        totals[row["provider"]][1] += row["on_demand"] or ZERO
-    # Every other segment overlapping the month: running, crossing its start, or ended and not billed yet.
-    others = (
-        WorkloadInstance.objects.filter(created_at__lt=now)
-        .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
-        .filter(
-            Q(usage_record__isnull=True) | Q(usage_record__started_at__lt=start) | Q(usage_record__ended_at__gt=now)
-        )
-        .select_related("usage_record")
-    )
-    for instance in others:
-        record = getattr(instance, "usage_record", None)
-        if record is not None:
-            began, ended = record.started_at, record.ended_at
-            spot, on_demand = record.spot_price_per_hour, record.on_demand_price_per_hour
-        else:
-            began, ended = instance.created_at, instance.terminated_at
-            spot, on_demand = instance.spot_price, instance.on_demand_price
-        seconds = _exact_seconds(min(ended, now) if ended is not None else now, max(began, start))
-        cost = _price(seconds, Decimal(spot))
-        provider = record.provider if record is not None else instance.provider
-        totals[provider][0] += cost
-        totals[provider][1] += _price(seconds, Decimal(on_demand)) if on_demand is not None else cost
-    return {provider: (spend, on_demand) for provider, (spend, on_demand) in totals.items()}
-
-
-def _exact_seconds(end: datetime, begin: datetime) -> Decimal:
-    delta = end - begin
-    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return max(Decimal(microseconds) / Decimal(1_000_000), Decimal(0))
-
-
-def _price(seconds: Decimal, per_hour: Decimal) -> Decimal:
-    return (seconds / SECONDS_PER_HOUR * per_hour).quantize(MONEY, ROUND_HALF_UP)
+    totals = monthly_provider_totals(month=now.astimezone(UTC).date(), now=now)
+    return {row.provider: (row.spend, row.on_demand_equivalent) for row in totals}
 
 
 def collect_spend() -> Iterator[Metric]:

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from arbitrage import metrics
 from billing.models import UsageRecord
+from console import metrics
 from tests.factories import WorkloadFactory
 from tests.live import wait_until
 from workloads.health import CheckResult
@@ -201,7 +201,7 @@ def test_workloads_steps_time_to_running_interruptions_and_migrations(db, metric
 
 
 def test_health_check_failures_are_counted_by_the_sweep(db, metrics_settings, settings, monkeypatch):
-    from workloads import monitoring
+    from workloads import recovery
 
     metrics_settings.METRICS_PUBLIC = True
     settings.HEALTH_FAILURE_THRESHOLD = 3
@@ -215,16 +215,16 @@ def test_health_check_failures_are_counted_by_the_sweep(db, metrics_settings, se
             endpoint=endpoint,
         )
     monkeypatch.setattr(
-        monitoring,
+        recovery,
         "check_many",
         lambda endpoints, **kw: [
             CheckResult(ok=answers[e], latency_ms=5, error="" if answers[e] else "HTTP 500") for e in endpoints
         ],
     )
-    monkeypatch.setattr(monitoring, "_instance_gone", lambda monitor: False)
+    monkeypatch.setattr(recovery, "_instance_gone", lambda monitor: False)
 
-    monitoring.health_sweep_run()
-    monitoring.health_sweep_run()
+    recovery.health_sweep_run()
+    recovery.health_sweep_run()
     samples = scrape()
 
     assert value(samples, "arbitrage_health_checks_total", provider="aws") == 4
@@ -315,7 +315,7 @@ def test_spend_on_demand_and_saving_this_month_by_provider(db, metrics_settings,
 
 @pytest.mark.django_db(transaction=True)
 def test_gateway_requests_are_counted_by_status_and_appear_on_metrics(metrics_settings):
-    from tests.workloads.test_gateway import EchoUpstream, Gateway, routed_workload
+    from tests.gateway.test_gateway import EchoUpstream, Gateway, routed_workload
 
     metrics_settings.METRICS_PUBLIC = True
     upstream = EchoUpstream()
