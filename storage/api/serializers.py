@@ -9,8 +9,8 @@ from rest_framework import serializers
 
 from arbitrage.api.fields import StrictCharField, StrictIntegerField, StrictSerializer
 from storage.backends import UploadTarget
-from storage.manager import MAX_CHECKPOINT_CHUNKS
 from storage.models import WorkloadCheckpoint, WorkloadStorageObject
+from storage.services import MAX_CHECKPOINT_CHUNKS
 
 MAX_OBJECT_BYTES = 5 * 1024**4  # S3's largest object
 

@@ -11,9 +11,8 @@ from django_celery_beat.models import PeriodicTask
 
 from storage import tasks
 from storage.keys import full_key
-from storage.manager import NewObject, WorkloadStorageManager
 from storage.models import WorkloadCheckpoint, WorkloadStorageObject
-from storage.services import storage_expired_delete
+from storage.services import NewObject, WorkloadStorageManager, storage_expired_delete
 from tests.storage.conftest import storage_workload
 from workloads.models import WorkflowKind, WorkflowRun, WorkloadEvent, WorkloadStatus
 from workloads.services import workload_terminate
