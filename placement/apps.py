@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class PlacementConfig(AppConfig):
-    """Price catalog, optimizer and cloud adapters (DESIGN.md §7-8)."""
+    """Price catalog, optimizer and cloud adapters (docs/architecture.md §7-8)."""
 
     name = "placement"
     default_auto_field = "django.db.models.BigAutoField"

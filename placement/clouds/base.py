@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "compute-arbitrage"
@@ -214,6 +215,7 @@ class PriceSource(ABC):
 _clouds: dict[str, CloudAdapter] = {}
 _price_sources: dict[str, PriceSource] = {}
 _cloud_factories: dict[str, Callable[[str], CloudAdapter]] = {}
+_Registered = TypeVar("_Registered", CloudAdapter, PriceSource)
 
 
 class CloudNotConfigured(LookupError):
@@ -233,22 +235,23 @@ def register_cloud(provider: str, adapter: CloudAdapter) -> None:
     _clouds[provider] = adapter
 
 
-def get_cloud(provider: str) -> CloudAdapter:
-    try:
-        return _clouds[provider]
-    except KeyError:
-        raise CloudNotConfigured(f"no cloud adapter is configured for provider {provider!r}") from None
-
-
 def register_price_source(provider: str, source: PriceSource) -> None:
     _price_sources[provider] = source
 
 
-def get_price_source(provider: str) -> PriceSource:
+def _registered(registered: dict[str, _Registered], provider: str, *, what: str) -> _Registered:
     try:
-        return _price_sources[provider]
+        return registered[provider]
     except KeyError:
-        raise CloudNotConfigured(f"no price source is configured for provider {provider!r}") from None
+        raise CloudNotConfigured(f"no {what} is configured for provider {provider!r}") from None
+
+
+def get_cloud(provider: str) -> CloudAdapter:
+    return _registered(_clouds, provider, what="cloud adapter")
+
+
+def get_price_source(provider: str) -> PriceSource:
+    return _registered(_price_sources, provider, what="price source")
 
 
 def price_sources() -> dict[str, PriceSource]:

@@ -1,7 +1,7 @@
 """A local Azure Resource Manager, answering the calls the Azure Spot VM adapter makes, as ARM does.
 
-``AzureEmulator()`` (a context manager, or ``start()`` / ``stop()``) serves on
-127.0.0.1 at ``.base_url``, accepting any bearer token:
+``AzureEmulator()`` (a context manager, or ``start()`` / ``stop()``: an ``EmulatorServer``) serves
+on 127.0.0.1 at ``.base_url``, accepting any bearer token:
 
 * ``PUT/GET/DELETE /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}``
   (``?$expand=instanceView`` on GET), ``GET .../virtualMachines/{name}/instanceView`` and
@@ -43,9 +43,10 @@ import re
 import threading
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.placement.emulator_server import EmulatorServer
 
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000000"
 RESOURCE_GROUP = "rg-arbitrage"
@@ -83,7 +84,9 @@ def _error(status: int, code: str, message: str) -> Answer:
     return status, {}, {"error": {"code": code, "message": message}}
 
 
-class AzureEmulator:
+class AzureEmulator(EmulatorServer):
+    methods = ("GET", "PUT", "DELETE")
+
     def __init__(
         self,
         *,
@@ -93,6 +96,7 @@ class AzureEmulator:
         subscription_id: str = SUBSCRIPTION_ID,
         resource_group: str = RESOURCE_GROUP,
     ) -> None:
+        super().__init__()
         self.operation_polls = operation_polls
         self.public_ip = public_ip
         self.private_ip = private_ip
@@ -110,62 +114,10 @@ class AzureEmulator:
         self._request_failures: list[Answer] = []
         self._operation_failures: list[dict[str, str]] = []
         self._ids = itertools.count(1)
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ----------------------------------------------------------------------------------------------
-
-    def start(self) -> AzureEmulator:
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, headers, body = emulator.answer(self.command, self.path, dict(self.headers.items()), raw)
-                payload = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if payload:
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("x-ms-request-id", str(uuid.uuid4()))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_PUT = do_DELETE = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> AzureEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "the emulator is not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self.origin
 
     # --- helpers for tests and workers ---------------------------------------------------------------------------
 
@@ -231,6 +183,15 @@ class AzureEmulator:
             return {record["resource"]["name"]: self._vm_json(record, expand=True) for record in self._vms.values()}
 
     # --- the ARM API --------------------------------------------------------------------------------------------
+
+    def respond(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``answer``'s ARM answer over HTTP: its JSON body, with the request id ARM sends with every answer."""
+        status, answer_headers, document = self.answer(method, target, headers, body)
+        payload = b"" if document is None else json.dumps(document).encode()
+        content_type = {"Content-Type": "application/json; charset=utf-8"} if payload else {}
+        return status, {**answer_headers, **content_type, "x-ms-request-id": str(uuid.uuid4())}, payload
 
     def answer(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Answer:
         url = urlsplit(target)

@@ -1,13 +1,15 @@
 """Catalog rows for placement tests; offers get their expected cost and their type's bounds."""
 
+from datetime import datetime
 from decimal import Decimal
 
 import factory
 from django.utils import timezone
 
+from placement.clouds.base import ObservedPrice
 from placement.models import InstanceType, Offer
 from placement.risk import RiskModel
-from placement.services import instance_types_refresh_bounds
+from placement.services import instance_types_refresh_bounds, prices_apply
 
 
 class InstanceTypeFactory(factory.django.DjangoModelFactory):
@@ -75,3 +77,23 @@ def offer(
     if "spot_price" in fields:
         fields["spot_price"] = Decimal(str(fields["spot_price"]))
     return OfferFactory(instance_type=instance_type, **fields)
+
+
+def aws_price_refreshed(
+    *,
+    instance_type: str,
+    spot_price: str,
+    observed_at: datetime | None = None,
+    region: str = "us-east-1",
+    availability_zone: str = "us-east-1a",
+) -> dict[str, int]:
+    """One AWS spot price applied to the catalog as a refresh from the AWS API would (source ``aws-api``)."""
+    price = ObservedPrice(
+        provider="aws",
+        region=region,
+        availability_zone=availability_zone,
+        instance_type=instance_type,
+        spot_price=Decimal(spot_price),
+        observed_at=observed_at or timezone.now(),
+    )
+    return prices_apply(provider="aws", source="aws-api", prices=[price])

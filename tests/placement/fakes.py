@@ -15,39 +15,28 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
+from tests.placement.emulator_server import EmulatorServer
 
-class _FakeServer:
+
+class _FakeServer(EmulatorServer):
+    protocol_version = "HTTP/1.0"  # one request a connection
+
     def __init__(self) -> None:
+        super().__init__()
         self.fail_with: int | None = None  # answer every request with this HTTP status
         self.fail_after_pages: int | None = None  # ...from this page on
         self.garbage: bytes | None = None  # answer with this body instead
         self.requests: list[str] = []
-        server = self
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                status, body = server.answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    def respond(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append(target)
+        status, payload = self.answer(target)
+        return status, {"Content-Type": "application/json; charset=utf-8"}, payload
 
     def answer(self, path: str) -> tuple[int, bytes]:
         page_number = len(self.requests)
@@ -61,9 +50,7 @@ class _FakeServer:
         raise NotImplementedError
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.stop()
 
 
 # --- Azure Retail Prices --------------------------------------------------------------

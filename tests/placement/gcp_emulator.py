@@ -51,9 +51,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.placement.emulator_server import EmulatorServer
 
 API = "https://www.googleapis.com/compute/v1"
 _NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
@@ -179,7 +180,9 @@ def parse_filter(text: str) -> Callable[[dict[str, Any]], bool]:
 # --- the emulator -----------------------------------------------------------------------------
 
 
-class GcpEmulator:
+class GcpEmulator(EmulatorServer):
+    methods = ("GET", "POST", "DELETE")
+
     def __init__(
         self,
         *,
@@ -193,6 +196,7 @@ class GcpEmulator:
         require_auth: bool = False,
         max_page_size: int = 500,
     ) -> None:
+        super().__init__()
         self.project = project
         self.operation_polls = operation_polls
         self.boot_polls = boot_polls
@@ -219,65 +223,11 @@ class GcpEmulator:
         self._operation_faults: list[tuple[str, str, int]] = []
         self._ids = itertools.count(int(time.time()) * 1000)
         self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> GcpEmulator:
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
-
-            def do_GET(self) -> None:
-                self._answer("GET")
-
-            def do_POST(self) -> None:
-                self._answer("POST")
-
-            def do_DELETE(self) -> None:
-                self._answer("DELETE")
-
-            def _answer(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body = emulator.handle(method, self.path, raw, dict(self.headers.items()))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> GcpEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:
         """What ``GCP_COMPUTE_ENDPOINT`` / ``GcpCloud(endpoint=...)`` takes: ``http://127.0.0.1:<port>``."""
-        assert self._httpd is not None, "start the emulator first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self.origin
 
     def environment(self) -> dict[str, str]:
         """The environment a separate process (a Celery worker) needs to run gcp against this emulator."""
@@ -367,6 +317,13 @@ class GcpEmulator:
         return matches[0]
 
     # --- the API -------------------------------------------------------------------------------
+
+    def respond(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``handle``'s answer over HTTP, as JSON."""
+        status, document = self.handle(method, target, body, headers)
+        return status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(document).encode()
 
     def handle(self, method: str, target: str, raw: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         headers = {name.lower(): value for name, value in headers.items()}  # HTTP header names ignore case
@@ -539,23 +496,12 @@ class GcpEmulator:
         return self._public(operation)
 
     def _list_instances(self, zone: str, query: dict[str, str]) -> dict[str, Any]:
-        matches = parse_filter(query.get("filter", ""))
         items = [self._public(item) for key, item in sorted(self.instances.items()) if key.startswith(f"{zone}/")]
-        page, token = self._page([item for item in items if matches(item)], query)
-        answer: dict[str, Any] = {
-            "kind": "compute#instanceList",
-            "id": f"projects/{self.project}/zones/{zone}/instances",
-            "items": page,
-            "selfLink": f"{API}/projects/{self.project}/zones/{zone}/instances",
-        }
-        if token:
-            answer["nextPageToken"] = token
-        return answer
+        page, token = self._page(items, query)
+        return self._list("compute#instanceList", f"zones/{zone}/instances", page, token)
 
     def _aggregated(self, query: dict[str, str]) -> dict[str, Any]:
-        matches = parse_filter(query.get("filter", ""))
-        found = [self._public(item) for _key, item in sorted(self.instances.items())]
-        page, token = self._page([item for item in found if matches(item)], query)
+        page, token = self._page([self._public(item) for _key, item in sorted(self.instances.items())], query)
         items: dict[str, Any] = {}
         for zone in sorted({*self.zones, *(key.split("/")[0] for key in self.instances)}):
             in_zone = [item for item in page if item["zone"].endswith(f"/zones/{zone}")]
@@ -569,15 +515,7 @@ class GcpEmulator:
                         "data": [{"key": "scope", "value": f"zones/{zone}"}],
                     }
                 }
-        answer: dict[str, Any] = {
-            "kind": "compute#instanceAggregatedList",
-            "id": f"projects/{self.project}/aggregated/instances",
-            "items": items,
-            "selfLink": f"{API}/projects/{self.project}/aggregated/instances",
-        }
-        if token:
-            answer["nextPageToken"] = token
-        return answer
+        return self._list("compute#instanceAggregatedList", "aggregated/instances", items, token)
 
     # --- operations ----------------------------------------------------------------------------
 
@@ -636,22 +574,16 @@ class GcpEmulator:
         return answer
 
     def _list_operations(self, zone: str, query: dict[str, str]) -> dict[str, Any]:
-        matches = parse_filter(query.get("filter", ""))
         found = [self._public(item) for key, item in self.operations.items() if key.startswith(f"{zone}/")]
-        page, token = self._page([item for item in found if matches(item)], query)
-        answer: dict[str, Any] = {
-            "kind": "compute#operationList",
-            "id": f"projects/{self.project}/zones/{zone}/operations",
-            "items": page,
-            "selfLink": f"{API}/projects/{self.project}/zones/{zone}/operations",
-        }
-        if token:
-            answer["nextPageToken"] = token
-        return answer
+        page, token = self._page(found, query)
+        return self._list("compute#operationList", f"zones/{zone}/operations", page, token)
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _page(self, items: list[dict[str, Any]], query: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+        """The page of the ``items`` matching the query's ``filter`` that its ``pageToken`` asks for; the next token."""
+        matches = parse_filter(query.get("filter", ""))
+        items = [item for item in items if matches(item)]
         try:
             size = int(query.get("maxResults") or 500)
             start = int(query.get("pageToken") or 0)
@@ -660,6 +592,18 @@ class GcpEmulator:
         size = max(1, min(size, 500, self.max_page_size))
         end = start + size
         return items[start:end], (str(end) if end < len(items) else "")
+
+    def _list(self, kind: str, path: str, items: Any, token: str) -> dict[str, Any]:
+        """A list answer: ``path`` is under the project (``zones/<zone>/instances``, ``aggregated/instances``)."""
+        answer: dict[str, Any] = {
+            "kind": kind,
+            "id": f"projects/{self.project}/{path}",
+            "items": items,
+            "selfLink": f"{API}/projects/{self.project}/{path}",
+        }
+        if token:
+            answer["nextPageToken"] = token
+        return answer
 
     @staticmethod
     def _public(resource: dict[str, Any]) -> dict[str, Any]:

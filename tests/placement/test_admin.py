@@ -1,15 +1,14 @@
 """The operator's view of the catalog, price history and blocks."""
 
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from placement.clouds.base import ObservedPrice
 from placement.models import Offer, PoolBlock
-from placement.services import catalog_load_snapshot, pool_block, prices_apply
+from placement.services import catalog_load_snapshot, pool_block
+from tests.placement.factories import aws_price_refreshed
 
 pytestmark = pytest.mark.django_db
 
@@ -34,20 +33,7 @@ def test_the_catalog_lists_with_filters(operator):
 def test_an_offer_page_shows_its_price_history(operator):
     catalog_load_snapshot()
     offer = Offer.objects.get(instance_type__name="m6i.large", availability_zone="us-east-1a")
-    prices_apply(
-        provider="aws",
-        source="aws-api",
-        prices=[
-            ObservedPrice(
-                provider="aws",
-                region="us-east-1",
-                availability_zone="us-east-1a",
-                instance_type="m6i.large",
-                spot_price=Decimal("0.031"),
-                observed_at=timezone.now(),
-            )
-        ],
-    )
+    aws_price_refreshed(instance_type="m6i.large", spot_price="0.031")
 
     html = operator.get(f"/admin/placement/offer/{offer.id}/change/").content.decode()
 

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from placement.models import Offer
 from placement.services import catalog_load_snapshot, pool_block
-from tests.placement.factories import offer
+from tests.placement.factories import aws_price_refreshed, offer
 
 QUOTE = "/api/v1/placement/quote"
 OFFERS = "/api/v1/placement/offers"
@@ -178,23 +178,11 @@ def test_bad_offer_filters_are_a_400_naming_the_parameter(api, snapshot, query, 
 
 
 def test_an_offer_shows_how_its_price_moved(api, db):
-    from placement.clouds.base import ObservedPrice
-    from placement.services import prices_apply
-
     made = offer("m6i.xlarge", spot_price="0.05")
-    prices_apply(
-        provider="aws",
-        source="aws-api",
-        prices=[
-            ObservedPrice(
-                provider="aws",
-                region="us-east-1",
-                availability_zone="us-east-1a",
-                instance_type="m6i.xlarge",
-                spot_price=Decimal("0.0612"),
-                observed_at=made.observed_at.replace(year=made.observed_at.year + 1),
-            )
-        ],
+    aws_price_refreshed(
+        instance_type="m6i.xlarge",
+        spot_price="0.0612",
+        observed_at=made.observed_at.replace(year=made.observed_at.year + 1),
     )
 
     body = api.get(f"{OFFERS}/{made.id}").json()

@@ -15,8 +15,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from arbitrage.env import ConfigError
-from placement.clouds import azure, base
+from placement.clouds import base
 from placement.clouds.azure import AzureCloud, StaticTokenCredential, classify, cloud_error
+from placement.clouds.azure import adapter as azure_adapter
 from placement.clouds.base import (
     CapacityError,
     InstanceNotFound,
@@ -39,7 +40,7 @@ def no_default_credential(monkeypatch):
     def refuse():
         raise AssertionError("DefaultAzureCredential must not be used in tests")
 
-    monkeypatch.setattr(azure, "_default_credential", refuse)
+    monkeypatch.setattr(azure_adapter, "default_credential", refuse)
 
 
 @pytest.fixture
@@ -443,7 +444,7 @@ def test_from_settings_runs_against_the_configured_endpoint(emulator, azure_sett
 
 def test_from_settings_uses_the_default_credential_without_a_token(monkeypatch, azure_settings) -> None:
     sentinel = StaticTokenCredential("from-default-credential")
-    monkeypatch.setattr(azure, "_default_credential", lambda: sentinel)
+    monkeypatch.setattr(azure_adapter, "default_credential", lambda: sentinel)
     azure_settings.AZURE_ACCESS_TOKEN = ""
     cloud = AzureCloud.from_settings("azure")
     assert cloud._compute._config.credential is sentinel

@@ -9,11 +9,11 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from placement.clouds.base import ObservedPrice
 from placement.models import InstanceType, Offer, PoolBlock, PriceHistory
 from placement.requirements import GPU_TYPES, RequirementsSerializer
 from placement.selectors import placement_candidates
-from placement.services import SNAPSHOT_PATH, catalog_load_snapshot, pool_block, prices_apply
+from placement.services import SNAPSHOT_PATH, catalog_load_snapshot, pool_block
+from tests.placement.factories import aws_price_refreshed
 
 pytestmark = pytest.mark.django_db
 
@@ -68,20 +68,7 @@ def test_loading_twice_changes_nothing(snapshot):
 
 
 def test_loading_again_keeps_prices_a_refresh_observed_since(snapshot):
-    prices_apply(
-        provider="aws",
-        source="aws-api",
-        prices=[
-            ObservedPrice(
-                provider="aws",
-                region="us-east-1",
-                availability_zone="us-east-1a",
-                instance_type="m6i.large",
-                spot_price=Decimal("0.0123"),
-                observed_at=timezone.now(),
-            )
-        ],
-    )
+    aws_price_refreshed(instance_type="m6i.large", spot_price="0.0123")
 
     catalog_load_snapshot()
 

@@ -1,173 +1,46 @@
-"""AWS: the EC2 spot adapter (``AwsCloud``) and the spot price source (``AwsPriceSource``).
+"""The EC2 spot adapter, ``AwsCloud``: one-time spot instances through boto3.
 
-Both use boto3 and take credentials the standard boto3 way (environment,
-profile, instance role); every botocore error they meet is normalised by
-``normalise_error`` into the ``CloudError`` family of ``placement.clouds.base``.
-
-``AwsCloud`` runs instances: one-time spot instances launched with
-``RunInstances`` (terminated, not stopped, when AWS reclaims the capacity),
-found again by their idempotency token, read with ``DescribeInstances``,
-terminated with ``TerminateInstances``. The two-minute interruption warnings
-come from an SQS queue per region that an EventBridge rule feeds with
-"EC2 Spot Instance Interruption Warning" events (``AWS_INTERRUPTION_QUEUE_URLS``).
-``AWS_EC2_ENDPOINT_URL`` points EC2 at another endpoint (a VPC endpoint, or moto
-in tests).
-
-``AwsPriceSource`` reads spot prices from EC2 ``DescribeSpotPriceHistory``, per
-availability zone: asked with ``StartTime`` = now, the API answers the price in
-effect in each zone for each instance type (Linux/UNIX), paginated with
-``NextToken``. On-demand prices are not in this API, so a refresh leaves them as
-the catalog has them.
+Instances are launched with ``RunInstances`` (terminated, not stopped, when AWS reclaims
+the capacity), found again by their idempotency token, read with ``DescribeInstances``,
+terminated with ``TerminateInstances``. The two-minute interruption warnings come from
+an SQS queue per region that an EventBridge rule feeds (``AWS_INTERRUPTION_QUEUE_URLS``).
+``AWS_EC2_ENDPOINT_URL`` points EC2 at another endpoint (a VPC endpoint, or moto in tests).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
-)
 from django.conf import settings
-from django.utils import timezone
 
 from arbitrage.env import ConfigError
-from placement.clouds import base
+from placement.clouds import base, config
+from placement.clouds.aws.errors import PROVIDER, normalised
+from placement.clouds.aws.interruptions import interruption_warning
 from placement.clouds.base import (
-    CapacityError,
     CloudAdapter,
-    CloudError,
     InstanceInfo,
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
     InterruptionWarning,
-    ObservedPrice,
     PermanentCloudError,
-    PriceSource,
-    PriceTooLowError,
-    QuotaError,
-    TransientCloudError,
 )
 
-logger = logging.getLogger(__name__)
-
-PROVIDER = "aws"
-
-# --- error normalisation ----------------------------------------------------------------------------------
-
-#: Throttling and server-side failures: the same call may succeed if retried.
-TRANSIENT_CODES = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "InternalError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "Unavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
-#: The pool has no spot capacity for us now. ``Unsupported`` is EC2's answer for an
-#: instance type not offered in that zone, and ``InsufficientFreeAddressesInSubnet``
-#: a full subnet: for both, another pool can still work.
-CAPACITY_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "InsufficientHostCapacity",
-        "InsufficientReservedInstanceCapacity",
-        "InsufficientFreeAddressesInSubnet",
-        "Unsupported",
-    }
-)
-QUOTA_CODES = frozenset(
-    {"MaxSpotInstanceCountExceeded", "InstanceLimitExceeded", "VcpuLimitExceeded", "SpotInstanceLimitExceeded"}
-)
-PRICE_CODES = frozenset({"SpotMaxPriceTooLow"})
-NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-
-# Errors raised by botocore itself before or without an answer from AWS.
-_PERMANENT_BOTOCORE = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
-
-
-def normalise_error(error: Exception, *, context: str = "") -> CloudError:
-    """The ``CloudError`` for a botocore error: the kind decides what the workflow does next.
-
-    ``ClientError`` (AWS answered with an error) is classified by its code, then
-    by its HTTP status (5xx is transient, any other status permanent). Errors
-    botocore raises itself are permanent when they are about configuration
-    (credentials, region, invalid parameters) and transient otherwise (connection
-    refused or reset, timeouts). ``message`` is AWS's own message (prefixed with
-    ``context`` when given), ``code`` its error code or botocore's exception name.
-    """
-    prefix = f"{context}: " if context else ""
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        code = str(details.get("Code", "") or "")
-        message = prefix + str(details.get("Message", "") or code or error)
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        kind: type[CloudError]
-        if code in CAPACITY_CODES:
-            kind = CapacityError
-        elif code in QUOTA_CODES:
-            kind = QuotaError
-        elif code in PRICE_CODES:
-            kind = PriceTooLowError
-        elif code in NOT_FOUND_CODES:
-            kind = InstanceNotFound
-        elif code in TRANSIENT_CODES or status >= 500:
-            kind = TransientCloudError
-        else:  # InvalidAMIID.*, AuthFailure, UnauthorizedOperation, InvalidParameter*, any other 4xx
-            kind = PermanentCloudError
-        return kind(message, provider=PROVIDER, code=code)
-    code = type(error).__name__
-    if isinstance(error, _PERMANENT_BOTOCORE):
-        return PermanentCloudError(prefix + str(error), provider=PROVIDER, code=code)
-    if isinstance(error, BotoCoreError):  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ...
-        return TransientCloudError(prefix + str(error), provider=PROVIDER, code=code)
-    return PermanentCloudError(prefix + str(error), provider=PROVIDER, code=code)
-
-
-@contextlib.contextmanager
-def _normalised(context: str = "") -> Iterator[None]:
-    """Run AWS calls, raising any botocore error as its ``CloudError``."""
-    try:
-        yield
-    except (ClientError, BotoCoreError) as error:
-        raise normalise_error(error, context=context) from None
-
-
-# --- the spot adapter -------------------------------------------------------------------------------------
+logger = logging.getLogger("placement.clouds.aws")
 
 #: Tag holding the create's idempotency token: a retried create finds its instance by it.
 IDEMPOTENCY_TAG = "arbitrage-idempotency-token"
 #: The token is sent as ``ClientToken``, which EC2 limits to 64 ASCII characters.
 MAX_CLIENT_TOKEN_LENGTH = 64
-#: AWS gives a spot instance two minutes between the warning and the interruption.
-INTERRUPTION_NOTICE = timedelta(minutes=2)
-INTERRUPTION_EVENT = "EC2 Spot Instance Interruption Warning"
 #: Every state but ``terminated``: what ``list_managed_instances`` asks for.
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 
@@ -294,8 +167,7 @@ class AwsCloud(CloudAdapter):
             key_name=settings.AWS_KEY_NAME,
             instance_profile=settings.AWS_IAM_INSTANCE_PROFILE,
             interruption_queue_urls=settings.AWS_INTERRUPTION_QUEUE_URLS,
-            address=settings.CLOUD_INSTANCE_ADDRESS,
-            timeout=settings.CLOUD_API_TIMEOUT_SECONDS,
+            **config.adapter_options(),
         )
 
     # --- clients ---
@@ -356,7 +228,7 @@ class AwsCloud(CloudAdapter):
             logger.info("aws: create %s found instance %s", token, existing.instance_id)
             return existing
         params = self._run_instances_params(request, image_id)
-        with _normalised():
+        with normalised():
             answer = self.client(request.region).run_instances(**params)
         info = self._info(answer["Instances"][0], request.region)
         logger.info(
@@ -426,7 +298,7 @@ class AwsCloud(CloudAdapter):
 
     def terminate_instance(self, instance_id: str, region: str) -> None:
         try:
-            with _normalised():
+            with normalised():
                 self.client(region).terminate_instances(InstanceIds=[instance_id])
         except InstanceNotFound:
             logger.info("aws: terminate of unknown instance %s in %s", instance_id, region)
@@ -455,13 +327,13 @@ class AwsCloud(CloudAdapter):
         sqs = self.sqs_client(region, queue_url)
         warnings: list[InterruptionWarning] = []
         wait = self.interruption_wait_seconds
-        with _normalised(f"SQS {queue_url}"):
+        with normalised(f"SQS {queue_url}"):
             for _ in range(10):
                 messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait).get(
                     "Messages", []
                 )
                 for message in messages:
-                    warning = _interruption_warning(message.get("Body", ""), region)
+                    warning = interruption_warning(message.get("Body", ""), region)
                     if warning is not None:
                         warnings.append(warning)
                 if messages:
@@ -482,7 +354,7 @@ class AwsCloud(CloudAdapter):
 
     def _describe(self, region: str, **params: Any) -> list[InstanceInfo]:
         infos = []
-        with _normalised():
+        with normalised():
             for page in self.client(region).get_paginator("describe_instances").paginate(**params):
                 for reservation in page.get("Reservations", []):
                     infos.extend(self._info(instance, region) for instance in reservation.get("Instances", []))
@@ -505,105 +377,6 @@ class AwsCloud(CloudAdapter):
             launched_at=launched_at.astimezone(UTC) if isinstance(launched_at, datetime) else None,
             state_reason=reason_message,
         )
-
-
-def _interruption_warning(body: str, region: str) -> InterruptionWarning | None:
-    """The warning in an SQS message body: an EventBridge event, or one wrapped in an SNS notification."""
-    try:
-        event = json.loads(body)
-        if isinstance(event, dict) and event.get("Type") == "Notification" and "Message" in event:
-            event = json.loads(event["Message"])
-    except (TypeError, ValueError):
-        logger.warning("aws: ignored an unreadable interruption message: %.200s", body)
-        return None
-    if not isinstance(event, dict) or event.get("detail-type") != INTERRUPTION_EVENT:
-        logger.info("aws: ignored a message that is not a spot interruption warning: %.200s", body)
-        return None
-    detail = event.get("detail") or {}
-    instance_id = detail.get("instance-id") if isinstance(detail, dict) else None
-    if not instance_id:
-        logger.warning("aws: ignored an interruption warning without an instance id: %.200s", body)
-        return None
-    deadline = None
-    try:
-        deadline = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).astimezone(UTC)
-        deadline += INTERRUPTION_NOTICE
-    except (KeyError, ValueError):
-        logger.warning("aws: interruption warning for %s without a readable time", instance_id)
-    return InterruptionWarning(
-        instance_id=str(instance_id),
-        region=str(event.get("region") or region),
-        deadline=deadline,
-        detail={str(key): str(value) for key, value in detail.items()},
-    )
-
-
-# --- the price source -------------------------------------------------------------------------------------
-
-
-class AwsPriceSource(PriceSource):
-    provider = PROVIDER
-
-    def __init__(self, *, timeout: float | None = None) -> None:
-        timeout = timeout or settings.PRICE_REFRESH_TIMEOUT_SECONDS
-        # No client-side retries: a failed refresh keeps the last good prices and beat tries again.
-        self.config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1})
-
-    def fetch_spot_prices(self, *, regions: list[str]) -> list[ObservedPrice]:
-        instance_types = self._instance_types()
-        if not instance_types:
-            return []  # asked with no type, the API would answer every type there is
-        observed_at = timezone.now()
-        prices: list[ObservedPrice] = []
-        for region in regions:
-            try:
-                prices.extend(self._region_prices(region, instance_types, observed_at))
-            except ClientError as exc:
-                raise self._client_error(exc, region) from None
-            except BotoCoreError as exc:
-                raise normalise_error(exc, context=region) from None
-        return prices
-
-    @staticmethod
-    def _instance_types() -> list[str]:
-        from placement.models import InstanceType
-
-        return list(InstanceType.objects.filter(provider="aws").order_by("name").values_list("name", flat=True))
-
-    def _region_prices(self, region: str, instance_types: list[str], observed_at: datetime) -> list[ObservedPrice]:
-        client = boto3.client("ec2", region_name=region, config=self.config)
-        pages = client.get_paginator("describe_spot_price_history").paginate(
-            InstanceTypes=instance_types, ProductDescriptions=["Linux/UNIX"], StartTime=observed_at
-        )
-        newest: dict[tuple[str, str], dict] = {}
-        for page in pages:
-            for item in page["SpotPriceHistory"]:
-                key = (item["AvailabilityZone"], item["InstanceType"])
-                if key not in newest or item["Timestamp"] > newest[key]["Timestamp"]:
-                    newest[key] = item
-        try:
-            return [
-                ObservedPrice(
-                    provider=self.provider,
-                    region=region,
-                    availability_zone=zone,
-                    instance_type=instance_type,
-                    spot_price=Decimal(item["SpotPrice"]),
-                    observed_at=observed_at,
-                )
-                for (zone, instance_type), item in sorted(newest.items())
-            ]
-        except (KeyError, InvalidOperation) as exc:
-            raise PermanentCloudError(
-                f"{region}: unexpected spot price answer ({exc})", provider=self.provider
-            ) from None
-
-    def _client_error(self, exc: ClientError, region: str) -> CloudError:
-        """Throttling and 5xx are transient, anything else permanent, as for the adapter."""
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = f"{region}: {code}: {exc.response.get('Error', {}).get('Message', '')}"
-        error = TransientCloudError if isinstance(normalise_error(exc), TransientCloudError) else PermanentCloudError
-        return error(message, provider=self.provider, code=code)
 
 
 base.register_cloud_factory("aws", AwsCloud.from_settings)

@@ -1,7 +1,8 @@
 """The local cloud's launcher and per-instance supervisor, in their own processes.
 
-Standard library only: the launcher runs as ``python -S`` for every create, so
-it must start fast and must not import Django.
+Standard library only: the launcher runs for every create as a script,
+``python -S -P .../local/launcher.py`` (see ``processes.launch``), not as a module of
+this package, so it must start fast and must not import Django or the package.
 """
 
 from __future__ import annotations
@@ -112,3 +113,7 @@ def supervise(spec: dict[str, Any], handshake_fd: int) -> int:
     status = workload.wait()
     write_json(run_dir / "exit.json", {"status": status, "exited_at": time.time()})
     return 0
+
+
+if __name__ == "__main__":
+    launcher_main()
