@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.errors import assert_error
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 
 D = Decimal
@@ -16,16 +17,6 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 def at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
-
-
-def assert_error(response, status, code=None):
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert error["status"] == status
-    assert error["message"]
-    if code:
-        assert error["code"] == code
-    return error
 
 
 @pytest.fixture

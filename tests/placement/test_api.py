@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from placement.models import Offer
 from placement.services import catalog_load_snapshot, pool_block
+from tests.errors import assert_error
 from tests.placement.factories import aws_price_refreshed, offer
 
 QUOTE = "/api/v1/placement/quote"
@@ -16,15 +17,6 @@ OFFERS = "/api/v1/placement/offers"
 
 def post(client, body):
     return client.post(QUOTE, data=json.dumps(body), content_type="application/json")
-
-
-def assert_error(response, status, code=None):
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert error["status"] == status and error["message"]
-    if code:
-        assert error["code"] == code
-    return error
 
 
 @pytest.fixture

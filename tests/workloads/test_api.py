@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.services import api_key_create, api_key_revoke
+from tests.errors import assert_error
 from tests.factories import WorkloadFactory
 from workloads.models import Workload, WorkloadInstance, WorkloadStatus
 
@@ -16,16 +17,6 @@ VALID = {"name": "trainer", "requirements": {"vcpu": 4, "memory_gb": 16}}
 
 def post(client, body, **extra):
     return client.post(URL, data=json.dumps(body), content_type="application/json", **extra)
-
-
-def assert_error(response, status, code=None):
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert error["status"] == status
-    assert error["message"]
-    if code:
-        assert error["code"] == code
-    return error
 
 
 # --- authentication -----------------------------------------------------------
