@@ -14,7 +14,7 @@ from billing.models import UsageRecord
 from billing.money import CENTS, CURRENCY, SECONDS, seconds_between, segment_price
 from billing.selectors import customer_monthly_summary
 from workloads.models import NotificationType, WorkloadInstance
-from workloads.notifications import notification_create
+from workloads.notifications import budget_exceeded_payload, notification_create
 
 
 def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
@@ -73,15 +73,14 @@ def customer_budget_enforce(*, customer: Customer, now: datetime | None = None) 
     notification_create(
         customer=customer,
         type=NotificationType.BUDGET_EXCEEDED,
-        payload={
-            "type": NotificationType.BUDGET_EXCEEDED,
-            "customerId": str(customer.id),
-            "month": summary.label,
-            "spend": str(summary.spend),
-            "budget": str(budget),
-            "currency": CURRENCY,
-            "message": message,
-        },
+        payload=budget_exceeded_payload(
+            customer=customer,
+            month=summary.label,
+            spend=str(summary.spend),
+            budget=str(budget),
+            currency=CURRENCY,
+            message=message,
+        ),
         dedupe_key=f"budget:{summary.label}",
     )
     raise BudgetExceeded(message, month=summary.label, spend=str(summary.spend), budget=str(budget), currency=CURRENCY)

@@ -96,17 +96,21 @@ def purge_broker() -> None:
 
 
 class WebhookReceiver:
-    """A local HTTP server that records the webhooks it receives."""
+    """A local HTTP server that records the webhooks it receives.
+
+    It answers each with the next status in ``answers``, 204 once they run out.
+    """
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.answers: list[int] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.received.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
-                self.send_response(204)
+                self.send_response(receiver.answers.pop(0) if receiver.answers else 204)
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -120,3 +124,43 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class HealthServer:
+    """Answers ``GET /health`` like a workload would, on one free port on each of ``hosts``.
+
+    ``mode``: "ok" (200 and a small JSON body), "error" (500), or "hang" (waits 3 s, then 500).
+    Other paths answer 404.
+    """
+
+    def __init__(self, hosts: tuple[str, ...] = ("127.0.0.1",), *, mode: str = "ok") -> None:
+        self.mode = mode
+        server_of = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if server_of.mode == "hang":
+                    time.sleep(3)
+                ok = server_of.mode == "ok"
+                body = b'{"status": "ok"}' if ok else b'{"status": "failing"}'
+                self.send_response((200 if ok else 500) if self.path == "/health" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        first = ThreadingHTTPServer((hosts[0], 0), Handler)
+        self.port = first.server_address[1]
+        self.address = f"{hosts[0]}:{self.port}"
+        self.servers = [first] + [ThreadingHTTPServer((host, self.port), Handler) for host in hosts[1:]]
+        for server in self.servers:
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()

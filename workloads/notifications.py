@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Customer
-from workloads.models import DeliveryStatus, Notification, Workload
+from workloads.models import DeliveryStatus, Notification, NotificationType, Workload, WorkloadInstance
 
 SIGNATURE_HEADER = "X-Arbitrage-Signature"
 EVENT_HEADER = "X-Arbitrage-Event"
@@ -35,6 +35,86 @@ class WebhookDeliveryError(Exception):
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# --- payloads: one builder per notification type ------------------------------------------
+# Every payload carries "type" and "customerId"; those about a workload also "workloadId".
+
+
+def _about(type: str, *, customer_id: UUID | str, workload_id: UUID | str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"type": type, "customerId": str(customer_id)}
+    if workload_id is not None:
+        payload["workloadId"] = str(workload_id)
+    return payload
+
+
+def _pool(*, provider: str, region: str, instance_type: str) -> dict[str, str]:
+    return {"provider": provider, "region": region, "instanceType": instance_type}
+
+
+def _placed(placement: dict[str, Any]) -> dict[str, str]:
+    return _pool(provider=placement["provider"], region=placement["region"], instance_type=placement["instance_type"])
+
+
+def workload_ready_payload(*, workload: Workload, placement: dict[str, Any]) -> dict[str, Any]:
+    """WORKLOAD_READY: where it runs and at what price; ``placement`` is provision-cloud-resources' result."""
+    return {
+        **_about(NotificationType.WORKLOAD_READY, customer_id=workload.customer_id, workload_id=workload.id),
+        "endpoint": workload.endpoint,
+        **_placed(placement),
+        "estimatedCostPerHour": placement["spot_price"],
+    }
+
+
+def workload_failed_payload(*, workload: Workload, failed_step: str, reason: str) -> dict[str, Any]:
+    return {
+        **_about(NotificationType.WORKLOAD_FAILED, customer_id=workload.customer_id, workload_id=workload.id),
+        "failedStep": failed_step,
+        "reason": reason,
+    }
+
+
+def workload_interrupted_payload(
+    *, workload: Workload, signal: str, instance: WorkloadInstance | None
+) -> dict[str, Any]:
+    return {
+        **_about(NotificationType.WORKLOAD_INTERRUPTED, customer_id=workload.customer_id, workload_id=workload.id),
+        "signal": signal,
+        "provider": instance.provider if instance else None,
+        "region": instance.region if instance else None,
+    }
+
+
+def workload_migrated_payload(
+    *, workload: Workload, reason: str, old: WorkloadInstance | None, placement: dict[str, Any]
+) -> dict[str, Any]:
+    """WORKLOAD_MIGRATED: from the old instance's pool to the new placement."""
+    return {
+        **_about(NotificationType.WORKLOAD_MIGRATED, customer_id=workload.customer_id, workload_id=workload.id),
+        "endpoint": workload.endpoint,
+        "reason": reason,
+        "from": _pool(provider=old.provider, region=old.region, instance_type=old.instance_type) if old else None,
+        "to": _pool(
+            provider=placement["provider"], region=placement["region"], instance_type=placement["instance_type"]
+        ),
+        "estimatedCostPerHour": placement["spot_price"],
+    }
+
+
+def budget_exceeded_payload(
+    *, customer: Customer, month: str, spend: str, budget: str, currency: str, message: str
+) -> dict[str, Any]:
+    return {
+        **_about(NotificationType.BUDGET_EXCEEDED, customer_id=customer.id),
+        "month": month,
+        "spend": spend,
+        "budget": budget,
+        "currency": currency,
+        "message": message,
+    }
+
+
+# --- storing and delivering ---------------------------------------------------------------
 
 
 def notification_create(

@@ -39,6 +39,7 @@ from workloads.errors import NoCheaperOffer, TransitionRefused
 from workloads.health import check_many
 from workloads.models import (
     HealthMonitor,
+    NotificationType,
     RecoveryPolicy,
     WorkflowKind,
     WorkflowRun,
@@ -47,7 +48,7 @@ from workloads.models import (
     WorkloadInstance,
     WorkloadStatus,
 )
-from workloads.notifications import notification_create
+from workloads.notifications import notification_create, workload_interrupted_payload
 from workloads.services import workload_current_instance, workload_transition_locked
 from workloads.workflows.engine import workflow_run_create
 
@@ -204,15 +205,8 @@ def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str
             )
         notification_create(
             workload=workload,
-            type="WORKLOAD_INTERRUPTED",
-            payload={
-                "type": "WORKLOAD_INTERRUPTED",
-                "customerId": str(workload.customer_id),
-                "workloadId": str(workload.id),
-                "signal": signal,
-                "provider": instance.provider if instance else None,
-                "region": instance.region if instance else None,
-            },
+            type=NotificationType.WORKLOAD_INTERRUPTED,
+            payload=workload_interrupted_payload(workload=workload, signal=signal, instance=instance),
             dedupe_key=str(instance.id) if instance else "",
         )
         _recovery_start(workload, instance=instance, reason=f"spot interruption ({signal})")

@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import boto3
@@ -39,6 +37,7 @@ from placement.clouds.base import (
     QuotaError,
     TransientCloudError,
 )
+from tests.live import HealthServer
 from tests.placement.aws_fake import FAKE_CREDENTIALS, FAKE_ENV, loopback_subnet, start_fake_aws
 
 REGION = "us-east-1"
@@ -541,32 +540,6 @@ def test_configuring_the_aws_backend_registers_the_adapter(settings: Any, monkey
 # --- moto's server on loopback ---------------------------------------------------------------
 
 
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b'{"status": "ok"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def serving(host: str) -> tuple[int, Callable[[], None]]:
-    """A health endpoint on ``host``: its port, and the function that stops it."""
-    server = HTTPServer((host, 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return server.server_address[1], stop
-
-
 def test_instances_in_a_loopback_subnet_of_the_server_get_127_0_0_x_private_addresses(fake_aws: str) -> None:
     subnet = loopback_subnet(fake_aws, availability_zone=ZONE)
     cloud = server_cloud(fake_aws, subnet_ids={ZONE: subnet}, address="private")
@@ -581,7 +554,8 @@ def test_instances_in_a_loopback_subnet_of_the_server_get_127_0_0_x_private_addr
         "127.0.0.5",
     )
     # The control plane reaches a server listening at that address, as it would the instance.
-    port, stop = serving(running.public_ip)
+    health = HealthServer(hosts=(running.public_ip,))
+    port, stop = health.port, health.close
     try:
         with urllib.request.urlopen(f"http://{running.address(port)}/health", timeout=5) as response:
             assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})

@@ -1,14 +1,13 @@
 """Health checks: concurrent, bounded, and the sweep's verdicts."""
 
-import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from placement.clouds.base import InstanceRequest
 from tests.factories import WorkloadFactory
+from tests.live import HealthServer
 from workloads.health import check_many
 from workloads.models import HealthMonitor, WorkflowRun, WorkloadStatus
 from workloads.recovery import health_sweep_run
@@ -18,34 +17,18 @@ S = WorkloadStatus
 
 @pytest.fixture
 def upstream():
-    """A server whose /health answer is set per test: 200, 500, or a hang."""
-    state = {"mode": "ok"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if state["mode"] == "hang":
-                time.sleep(3)
-            self.send_response(200 if state["mode"] == "ok" else 500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["address"] = f"127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    """A server whose /health answer is set per test: "ok" (200), "error" (500), or "hang"."""
+    server = HealthServer()
+    yield server
+    server.close()
 
 
 def test_checks_report_ok_errors_timeouts_and_refusals(upstream):
-    ok = check_many([upstream["address"]], timeout=2, concurrency=10)[0]
-    upstream["mode"] = "error"
-    error = check_many([upstream["address"]], timeout=2, concurrency=10)[0]
-    upstream["mode"] = "hang"
-    hung = check_many([upstream["address"]], timeout=0.3, concurrency=10)[0]
+    ok = check_many([upstream.address], timeout=2, concurrency=10)[0]
+    upstream.mode = "error"
+    error = check_many([upstream.address], timeout=2, concurrency=10)[0]
+    upstream.mode = "hang"
+    hung = check_many([upstream.address], timeout=0.3, concurrency=10)[0]
     refused = check_many(["127.0.0.1:9"], timeout=1, concurrency=10)[0]
 
     assert ok.ok and not error.ok and error.error == "HTTP 500"
@@ -54,9 +37,9 @@ def test_checks_report_ok_errors_timeouts_and_refusals(upstream):
 
 
 def test_checks_overlap_instead_of_running_one_after_another(upstream):
-    upstream["mode"] = "hang"
+    upstream.mode = "hang"
     started = time.monotonic()
-    results = check_many([upstream["address"]] * 40, timeout=0.5, concurrency=40)
+    results = check_many([upstream.address] * 40, timeout=0.5, concurrency=40)
     assert all(not result.ok for result in results)
     assert time.monotonic() - started < 5  # 40 one after another would take 20 s
 
@@ -75,7 +58,7 @@ def monitored(db, upstream, local_cloud_clean):
         )  # fmt: skip
         HealthMonitor.objects.create(
             workload=workload, instance_id=instance.instance_id, provider="aws", region="us-east-1",
-            endpoint=upstream["address"],
+            endpoint=upstream.address,
         )  # fmt: skip
         return workload
 
@@ -91,7 +74,7 @@ def test_three_failed_sweeps_make_a_workload_unhealthy_and_start_its_recovery(
     monitored, upstream, settings, local_cloud_clean, django_capture_on_commit_callbacks
 ):
     workload = monitored("terminate")
-    upstream["mode"] = "error"
+    upstream.mode = "error"
     with django_capture_on_commit_callbacks(execute=False):
         sweep(settings)
         sweep(settings)
@@ -108,7 +91,7 @@ def test_with_recovery_migrate_an_unhealthy_workload_is_migrated(
     monitored, upstream, settings, local_cloud_clean, django_capture_on_commit_callbacks
 ):
     workload = monitored("migrate")
-    upstream["mode"] = "error"
+    upstream.mode = "error"
     with django_capture_on_commit_callbacks(execute=False):
         for _ in range(3):
             sweep(settings)
@@ -119,9 +102,9 @@ def test_with_recovery_migrate_an_unhealthy_workload_is_migrated(
 
 def test_a_workload_that_fails_once_and_recovers_stays_running(monitored, upstream, settings, local_cloud_clean):
     workload = monitored()
-    upstream["mode"] = "error"
+    upstream.mode = "error"
     sweep(settings)
-    upstream["mode"] = "ok"
+    upstream.mode = "ok"
     sweep(settings)
     monitor = HealthMonitor.objects.get(workload=workload)
     workload.refresh_from_db()

@@ -2,39 +2,22 @@
 
 import hmac
 import json
-import threading
 from hashlib import sha256
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import IntegrityError, transaction
 
 from tests.factories import CustomerFactory, WorkloadFactory
+from tests.live import WebhookReceiver
 from workloads.models import DeliveryStatus, Notification, NotificationType
 from workloads.notifications import SIGNATURE_HEADER, WebhookDeliveryError, notification_create, notification_deliver
 
 
 @pytest.fixture
 def receiver():
-    """Answers each POST with the next status in ``answers`` (204 when they run out)."""
-    state = {"answers": [], "received": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state["received"].append((dict(self.headers), body))
-            self.send_response(state["answers"].pop(0) if state["answers"] else 204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
-    server.server_close()
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
 
 
 def ready_notification(customer, django_capture_on_commit_callbacks):
@@ -46,21 +29,21 @@ def ready_notification(customer, django_capture_on_commit_callbacks):
 
 
 def test_delivery_is_signed_with_the_customers_secret(db, receiver, django_capture_on_commit_callbacks):
-    customer = CustomerFactory(webhook_url=receiver["url"], webhook_secret="topsecret")
+    customer = CustomerFactory(webhook_url=receiver.url, webhook_secret="topsecret")
     notification = ready_notification(customer, django_capture_on_commit_callbacks)
 
     delivered = notification_deliver(notification_id=notification.id)
 
     assert delivered.delivery_status == DeliveryStatus.DELIVERED
-    headers, body = receiver["received"][0]
+    headers, body = receiver.received[0]["headers"], receiver.received[0]["body"]
     assert headers[SIGNATURE_HEADER] == "sha256=" + hmac.new(b"topsecret", body, sha256).hexdigest()
     assert json.loads(body) == {"type": "WORKLOAD_READY"}
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_a_failure_worth_retrying_raises_and_keeps_it_pending(db, receiver, status, django_capture_on_commit_callbacks):
-    receiver["answers"] = [status]
-    customer = CustomerFactory(webhook_url=receiver["url"], webhook_secret="k")
+    receiver.answers[:] = [status]
+    customer = CustomerFactory(webhook_url=receiver.url, webhook_secret="k")
     notification = ready_notification(customer, django_capture_on_commit_callbacks)
 
     with pytest.raises(WebhookDeliveryError):
@@ -76,8 +59,8 @@ def test_a_failure_worth_retrying_raises_and_keeps_it_pending(db, receiver, stat
 
 
 def test_a_refusal_is_final(db, receiver, django_capture_on_commit_callbacks):
-    receiver["answers"] = [410]
-    customer = CustomerFactory(webhook_url=receiver["url"], webhook_secret="k")
+    receiver.answers[:] = [410]
+    customer = CustomerFactory(webhook_url=receiver.url, webhook_secret="k")
     notification = ready_notification(customer, django_capture_on_commit_callbacks)
 
     assert notification_deliver(notification_id=notification.id).delivery_status == DeliveryStatus.FAILED
@@ -123,3 +106,33 @@ def test_an_account_notification_is_stored_once_per_customer_type_and_key():
         Notification.objects.create(
             customer=customer, type=NotificationType.BUDGET_EXCEEDED, dedupe_key="budget:2026-11"
         )
+
+
+def test_every_payload_names_its_type_and_customer_and_a_workload_payload_its_workload(db):
+    from tests.factories import WorkloadInstanceFactory
+    from workloads import notifications as n
+
+    instance = WorkloadInstanceFactory(provider="aws", region="us-east-1", instance_type="m6i.large")
+    workload = instance.workload
+    placement = {"provider": "gcp", "region": "europe-west4", "instance_type": "n2-standard-2", "spot_price": "0.02"}
+    payloads = {
+        NotificationType.WORKLOAD_READY: n.workload_ready_payload(workload=workload, placement=placement),
+        NotificationType.WORKLOAD_FAILED: n.workload_failed_payload(workload=workload, failed_step="x", reason="y"),
+        NotificationType.WORKLOAD_INTERRUPTED: n.workload_interrupted_payload(
+            workload=workload, signal="cloud", instance=instance
+        ),
+        NotificationType.WORKLOAD_MIGRATED: n.workload_migrated_payload(
+            workload=workload, reason="spot interruption", old=instance, placement=placement
+        ),
+    }
+    for type, payload in payloads.items():
+        assert payload["type"] == type
+        assert payload["customerId"] == str(workload.customer_id)
+        assert payload["workloadId"] == str(workload.id)
+    migrated = payloads[NotificationType.WORKLOAD_MIGRATED]
+    assert migrated["from"] == {"provider": "aws", "region": "us-east-1", "instanceType": "m6i.large"}
+    assert migrated["to"] == {"provider": "gcp", "region": "europe-west4", "instanceType": "n2-standard-2"}
+    budget = n.budget_exceeded_payload(
+        customer=workload.customer, month="2026-12", spend="10.00", budget="10.00", currency="USD", message="m"
+    )
+    assert budget["type"] == NotificationType.BUDGET_EXCEEDED and "workloadId" not in budget

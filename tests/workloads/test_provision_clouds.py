@@ -9,15 +9,13 @@ address, so the workflow's health checks reach it.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from rest_framework.test import APIClient
 
 from tests.factories import customer_with_key
-from tests.live import wait_until
+from tests.live import HealthServer, wait_until
 from tests.placement.aws_fake import FAKE_ENV, loopback_subnet, start_fake_aws
 from tests.placement.azure_emulator import AzureEmulator
 from tests.placement.gcp_emulator import GcpEmulator
@@ -26,37 +24,10 @@ from workloads.models import RunStatus, WorkflowKind, WorkflowRun, Workload, Wor
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class StandInWorkload:
-    """Answers ``GET /health`` 200 on a free loopback port: what the VM's workload would do."""
-
-    def __init__(self, hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = b'{"status": "ok"}'
-                self.send_response(200 if self.path == "/health" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        first = ThreadingHTTPServer((hosts[0], 0), Handler)
-        self.port = first.server_address[1]
-        self.servers = [first] + [ThreadingHTTPServer((host, self.port), Handler) for host in hosts[1:]]
-        for server in self.servers:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
-
-
 @pytest.fixture
-def stand_in() -> Iterator[StandInWorkload]:
-    server = StandInWorkload()
+def stand_in() -> Iterator[HealthServer]:
+    """Answers GET /health 200 on a free loopback port: what the VM's workload would do."""
+    server = HealthServer()
     yield server
     server.close()
 
@@ -212,7 +183,7 @@ def aws_instances(env: dict[str, str]) -> list[dict]:
 
 
 def test_a_workload_on_aws_runs_and_its_termination_leaves_no_instance(catalog, worker_factory, aws):
-    stand_in = StandInWorkload(hosts=tuple(address for _, address in AWS_ZONES.values()))
+    stand_in = HealthServer(hosts=tuple(address for _, address in AWS_ZONES.values()))
     try:
         worker_factory(env=aws)
         workload = submit("aws", stand_in.port, regions=["us-east-1"])

@@ -124,20 +124,9 @@ def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
 def notify_migrated(ctx: StepContext) -> dict[str, Any]:
     old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
     placement = ctx.result_of("provision-cloud-resources")["placement"]
-    payload = {
-        "type": NotificationType.WORKLOAD_MIGRATED,
-        "customerId": str(ctx.workload.customer_id),
-        "workloadId": str(ctx.workload.id),
-        "endpoint": ctx.workload.endpoint,
-        "reason": ctx.payload.get("reason", ""),
-        "from": {"provider": old.provider, "region": old.region, "instanceType": old.instance_type} if old else None,
-        "to": {
-            "provider": placement["provider"],
-            "region": placement["region"],
-            "instanceType": placement["instance_type"],
-        },
-        "estimatedCostPerHour": placement["spot_price"],
-    }
+    payload = notifications.workload_migrated_payload(
+        workload=ctx.workload, reason=ctx.payload.get("reason", ""), old=old, placement=placement
+    )
     ctx.on_commit_effects(
         lambda: notifications.notification_create(
             workload=ctx.workload, type=NotificationType.WORKLOAD_MIGRATED, payload=payload, dedupe_key=str(ctx.run.id)

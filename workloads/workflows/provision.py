@@ -361,16 +361,7 @@ def start_health_monitoring(ctx: StepContext) -> dict[str, Any]:
 
 def notify_customer(ctx: StepContext) -> dict[str, Any]:
     placement = ctx.result_of("provision-cloud-resources")["placement"]
-    payload = {
-        "type": NotificationType.WORKLOAD_READY,
-        "customerId": str(ctx.workload.customer_id),
-        "workloadId": str(ctx.workload.id),
-        "endpoint": ctx.workload.endpoint,
-        "provider": placement["provider"],
-        "region": placement["region"],
-        "instanceType": placement["instance_type"],
-        "estimatedCostPerHour": placement["spot_price"],
-    }
+    payload = notifications.workload_ready_payload(workload=ctx.workload, placement=placement)
     ctx.on_commit_effects(
         lambda: notifications.notification_create(
             workload=ctx.workload,
@@ -403,13 +394,9 @@ def provision_cleanup(run: WorkflowRun) -> None:
         notifications.notification_create(
             workload=workload,
             type=NotificationType.WORKLOAD_FAILED,
-            payload={
-                "type": NotificationType.WORKLOAD_FAILED,
-                "customerId": str(workload.customer_id),
-                "workloadId": str(workload.id),
-                "failedStep": run.failed_step,
-                "reason": run.error,
-            },
+            payload=notifications.workload_failed_payload(
+                workload=workload, failed_step=run.failed_step, reason=run.error
+            ),
             dedupe_key=str(run.id),
         )
 
