@@ -18,6 +18,11 @@ Configuration comes from the environment, as a container's would:
   every ``AGENT_CHECKPOINT_SECONDS`` (default 10) and once more, as its final
   checkpoint, on the interruption notice.
 
+* Progress: one unit of work per second. With ``ARBITRAGE_API_URL`` and the token the
+  agent reports it every ``AGENT_PROGRESS_SECONDS`` (default 10) as
+  ``completed_seconds`` (``POST /api/v1/agent/progress``); with ``AGENT_WORK_SECONDS=N``
+  the job is done after N seconds of work and says so (``finished: true``).
+
 Any other variable is the customer's and is ignored here. SIGTERM (what a cloud
 sends before reclaiming an instance) shuts the server down and exits 0.
 """
@@ -61,6 +66,8 @@ class Agent:
         self.durable = env.get("WORKLOAD_STORAGE_ENABLED") == "1" and bool(self.api_url and self.token)
         self.checkpoint_every = float(env.get("AGENT_CHECKPOINT_SECONDS") or 10)
         self.restored_progress: int | None = None
+        self.progress_every = float(env.get("AGENT_PROGRESS_SECONDS") or 10)
+        self.work_seconds = int(env["AGENT_WORK_SECONDS"]) if env.get("AGENT_WORK_SECONDS") else None
         self.last_checkpoint: str | None = None
         self.lock = threading.Lock()  # one checkpoint at a time
 
@@ -122,9 +129,34 @@ class Agent:
             print(f"workload agent: could not report the interruption: {error}", file=sys.stderr, flush=True)
 
     def work(self) -> None:
-        """One unit of "work" per second until shutdown: a visible sign the workload runs."""
+        """One unit of "work" per second until shutdown (or until the job is done): a visible sign it runs."""
         while not self.stopping.wait(1.0):
-            self.progress += 1
+            if self.work_seconds is None or self.progress < self.work_seconds:
+                self.progress += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.work_seconds is not None and self.progress >= self.work_seconds
+
+    def report_progress_periodically(self) -> None:
+        while not self.interrupted and not self.stopping.wait(self.progress_every):
+            if not self.interrupted:
+                self.report_progress()
+
+    def report_progress(self) -> None:
+        """Tell the control plane how much work is done (it meets deadlines by it)."""
+        body = json.dumps({"completed_seconds": self.progress, "finished": self.finished}).encode()
+        request = urllib.request.Request(
+            f"{self.api_url}/api/v1/agent/progress",
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except (urllib.error.URLError, OSError) as error:
+            print(f"workload agent: could not report progress: {error}", file=sys.stderr, flush=True)
 
     def stop(self, exit_status: int) -> None:
         self.exit_status = exit_status
@@ -235,6 +267,8 @@ def main(env: dict[str, str] | None = None) -> int:
         agent.restore()
         threading.Thread(target=agent.checkpoint_periodically, name="checkpoints", daemon=True).start()
     threading.Thread(target=agent.work, name="work", daemon=True).start()
+    if agent.api_url and agent.token:
+        threading.Thread(target=agent.report_progress_periodically, name="progress", daemon=True).start()
     threading.Thread(target=agent.watch_for_interruption, name="notice", daemon=True).start()
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
     if die_after is not None:

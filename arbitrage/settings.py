@@ -403,8 +403,15 @@ HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 500, minimum=1, m
 HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, maximum=100)
 # A customer's rebalance moves a workload only to an offer at least this much cheaper (percent).
 REBALANCE_MIN_SAVING_PCT = env_float("REBALANCE_MIN_SAVING_PCT", 10.0, minimum=0, maximum=100)
-# A workload migrated this many times in 24 h is terminated instead on its next interruption.
-MIGRATION_LIMIT_PER_DAY = env_int("MIGRATION_LIMIT_PER_DAY", 5, minimum=0, maximum=1000)
+# The arbitrage controller (beat): how often it asks the policy what each workload should do.
+ARBITRAGE_TICK_SECONDS = env_int("ARBITRAGE_TICK_SECONDS", 60, minimum=1, maximum=3600)
+# What one launch costs before the job makes progress again (boot, restore): the deadline
+# check and the policy count it for every move.
+LAUNCH_OVERHEAD_SECONDS = env_int("LAUNCH_OVERHEAD_SECONDS", 600, minimum=0, maximum=86_400)
+# While no pool has capacity a workload waits: the first retry after CAPACITY_RETRY_FIRST_SECONDS,
+# doubling up to CAPACITY_RETRY_MAX_SECONDS, each with up to 20% jitter.
+CAPACITY_RETRY_FIRST_SECONDS = env_float("CAPACITY_RETRY_FIRST_SECONDS", 30.0, minimum=0.1, maximum=60)
+CAPACITY_RETRY_MAX_SECONDS = env_float("CAPACITY_RETRY_MAX_SECONDS", 600.0, minimum=1, maximum=86_400)
 # Multiplies every workflow delay (retry backoff, wait polls, stall detection).
 # 1 in production; a test run or a demo may shorten the clock.
 WORKFLOW_TIME_SCALE = env_float("WORKFLOW_TIME_SCALE", 1.0, minimum=0.001, maximum=100.0)

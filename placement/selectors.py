@@ -28,18 +28,21 @@ def placement_candidates(
     requirements: dict[str, Any],
     limit: int = 10,
     exclude_pools: Iterable[Pool] = (),
+    honour_blocks: bool = True,
 ) -> list[Candidate]:
     """Offers that meet ``requirements``, best (lowest expected cost) first.
 
     ``requirements`` is the stored shape (``RequirementsSerializer().to_representation``);
     missing keys take their defaults. Pools blocked now and ``exclude_pools``
-    (provider, region, availability_zone, instance_type) are skipped. Raises
-    ``NoPlacement`` naming the requirement that excluded everything.
+    (provider, region, availability_zone, instance_type) are skipped; an on-demand
+    launch does not care about spot blocks (``honour_blocks=False``). Raises
+    ``NoPlacement`` naming the requirement that excluded everything
+    (``requirement="pool_blocks"`` when only blocks and exclusions are in the way).
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     req = Requirements.from_dict(requirements)
-    excluded = blocked_pools() | {tuple(pool) for pool in exclude_pools}
+    excluded = (blocked_pools() if honour_blocks else set()) | {tuple(pool) for pool in exclude_pools}
     candidates = rank_offers(req, limit=limit, excluded=excluded)
     if not candidates:
         raise no_placement(req, excluded=excluded)

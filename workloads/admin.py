@@ -21,7 +21,7 @@ from django.utils.html import format_html
 
 from arbitrage.errors import DomainError
 from placement.clouds.base import CloudError
-from workloads import recovery, services
+from workloads import recovery, selectors, services
 from workloads.models import (
     HealthMonitor,
     Notification,
@@ -135,8 +135,8 @@ class WorkloadEventInline(admin.TabularInline):
 
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "customer", "state", "recovery_policy", "created_at", "started_at"]
-    list_filter = ["status", "recovery_policy", "customer", "instances__provider"]
+    list_display = ["name", "id", "customer", "state", "status_reason", "recovery_policy", "deadline", "created_at"]
+    list_filter = ["status", "status_reason", "recovery_policy", "customer", "instances__provider", "instances__market"]
     list_select_related = ["customer"]
     search_fields = ["=id", "name", "customer__name"]
     readonly_fields = [
@@ -149,6 +149,12 @@ class WorkloadAdmin(admin.ModelAdmin):
         "terminated_at",
         "termination_reason",
         "failure_reason",
+        "status_reason",
+        "next_attempt_at",
+        "expected_duration_seconds",
+        "deadline",
+        "on_demand_fallback",
+        "progress",
         "created_at",
         "updated_at",
     ]
@@ -159,6 +165,18 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # workloads are submitted through the API or `manage.py workload`
+
+    @admin.display(description="progress")
+    def progress(self, workload: Workload) -> str:
+        progress = selectors.workload_progress(workload=workload)
+        parts = [f"{progress.progress_seconds:,.0f} s done"]
+        if progress.remaining_seconds is not None:
+            parts.append(f"{progress.remaining_seconds:,.0f} s left")
+        if progress.on_track is not None:
+            parts.append("on track" if progress.on_track else "behind its deadline")
+        if progress.market:
+            parts.append(f"on {progress.market.replace('_', '-')}")
+        return ", ".join(parts)
 
     @admin.display(ordering="status", description="state")
     def state(self, workload: Workload) -> str:

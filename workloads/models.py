@@ -12,6 +12,10 @@ from django.conf import settings
 from django.db import models
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
+from placement.clouds.base import Market
+
+MARKETS = [(Market.SPOT.value, "spot"), (Market.ON_DEMAND.value, "on demand")]
+
 
 class WorkloadStatus(models.TextChoices):
     PENDING = "PENDING"
@@ -30,6 +34,9 @@ class RecoveryPolicy(models.TextChoices):
 
 
 S = WorkloadStatus
+
+# Workload.status_reason while no pool has capacity and it waits to retry.
+WAITING_FOR_CAPACITY = "waiting_for_capacity"
 
 
 class Workload(ConcurrentTransitionMixin, models.Model):
@@ -56,6 +63,24 @@ class Workload(ConcurrentTransitionMixin, models.Model):
     terminated_at = models.DateTimeField(null=True, blank=True)
     termination_reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
+    # What the job needs (docs/architecture.md §15): all optional.
+    expected_duration_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Compute time the job needs to finish."
+    )
+    deadline = models.DateTimeField(null=True, blank=True, help_text="When the job must have finished.")
+    on_demand_fallback = models.BooleanField(
+        default=False, help_text="May run on on-demand capacity when spot cannot make the deadline."
+    )
+    # How far it has got: the last value the workload reported (or the run time credited at
+    # the last checkpoint), as of progress_updated_at.
+    progress_seconds = models.FloatField(default=0.0)
+    progress_updated_at = models.DateTimeField(null=True, blank=True)
+    progress_reported = models.BooleanField(
+        default=False, help_text="The workload reports its own progress (else run time since healthy counts)."
+    )
+    # Why it is where it is, beyond its state: "waiting_for_capacity" while no pool has room.
+    status_reason = models.CharField(max_length=64, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -159,9 +184,15 @@ class WorkloadInstance(models.Model):
     instance_id = models.CharField(max_length=255, blank=True, help_text="The provider's id for the instance.")
     public_ip = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.PENDING)
-    spot_price = models.DecimalField(max_digits=12, decimal_places=6, help_text="Price per hour it was bought at.")
+    market = models.CharField(max_length=16, choices=MARKETS, default=Market.SPOT, db_index=True)
+    spot_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        help_text="Price per hour it was bought at: the spot price, or the on-demand price for an on-demand instance.",
+    )
     on_demand_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    healthy_at = models.DateTimeField(null=True, blank=True, help_text="When its workload first answered healthy.")
     terminated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -320,6 +351,7 @@ class NotificationType(models.TextChoices):
     WORKLOAD_MIGRATED = "WORKLOAD_MIGRATED"
     WORKLOAD_TERMINATED = "WORKLOAD_TERMINATED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    WORKLOAD_WAITING = "WORKLOAD_WAITING"  # no pool has capacity: it waits and retries
 
 
 class DeliveryStatus(models.TextChoices):

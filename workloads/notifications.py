@@ -12,6 +12,7 @@ import hmac
 import json
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -98,6 +99,15 @@ def workload_migrated_payload(
             provider=placement["provider"], region=placement["region"], instance_type=placement["instance_type"]
         ),
         "estimatedCostPerHour": placement["spot_price"],
+    }
+
+
+def workload_waiting_payload(*, workload: Workload, next_attempt_at: datetime) -> dict[str, Any]:
+    """WORKLOAD_WAITING: no pool has capacity now; it waits and tries again (it is not failed)."""
+    return {
+        **_about(NotificationType.WORKLOAD_WAITING, customer_id=workload.customer_id, workload_id=workload.id),
+        "reason": "waiting_for_capacity",
+        "nextAttemptAt": next_attempt_at.isoformat(),
     }
 
 

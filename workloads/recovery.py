@@ -7,8 +7,8 @@
 * interruptions come from the agent (its notice, ``agent_interruption_report``),
   from the cloud (the sweep, reconciliation, interruption warnings) or from an
   operator; each moves the workload to INTERRUPTED or UNHEALTHY and starts its
-  recovery: a migration, or a termination once ``MIGRATION_LIMIT_PER_DAY`` is
-  reached or the policy says so;
+  recovery: a migration (as many as it takes), or a termination when its recovery
+  policy says so;
 * a rebalance moves a healthy workload to a cheaper offer.
 """
 
@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -42,7 +42,6 @@ from workloads.models import (
     NotificationType,
     RecoveryPolicy,
     WorkflowKind,
-    WorkflowRun,
     Workload,
     WorkloadEvent,
     WorkloadInstance,
@@ -226,19 +225,18 @@ def workload_mark_unhealthy(*, workload_id: UUID | str, reason: str) -> bool:
 
 
 def _recovery_start(workload: Workload, *, instance: WorkloadInstance | None, reason: str) -> None:
-    """Migrate (policy ``migrate``, under the daily limit) or terminate; inside the caller's transaction."""
+    """Migrate (policy ``migrate``) or terminate; inside the caller's transaction.
 
-    since = timezone.now() - timedelta(hours=24)
-    recent = WorkflowRun.objects.filter(workload=workload, kind=WorkflowKind.MIGRATE, created_at__gte=since).count()
-    if workload.recovery_policy == RecoveryPolicy.MIGRATE and recent < settings.MIGRATION_LIMIT_PER_DAY:
+    There is no limit on migrations: a workload preempted again and again keeps its work, and
+    where it runs next (or whether it waits, or runs on demand) is the arbitrage policy's call.
+    """
+    if workload.recovery_policy == RecoveryPolicy.MIGRATE:
         pools = []
         if instance is not None:
             pools.append([instance.provider, instance.region, instance.availability_zone, instance.instance_type])
         payload = {"reason": reason, "exclude_pools": pools, "from_instance": str(instance.id) if instance else None}
         workflow_run_create(kind=WorkflowKind.MIGRATE, workload=workload, payload=payload)
         return
-    if workload.recovery_policy == RecoveryPolicy.MIGRATE:
-        reason = f"{reason}; migration limit of {settings.MIGRATION_LIMIT_PER_DAY} in 24 h reached"
     workflow_run_create(kind=WorkflowKind.TERMINATE, workload=workload, payload={"reason": reason})
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
 from accounts.models import Customer
 from workloads.models import (
@@ -13,6 +17,7 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
     WorkloadInstance,
+    WorkloadStatus,
 )
 
 
@@ -46,3 +51,50 @@ def workflow_runs(*, workload: Workload):
         .prefetch_related(Prefetch("steps", queryset=WorkflowStep.objects.order_by("position")))
         .order_by("created_at")
     )
+
+
+# --- progress and the deadline -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a workload has got and whether it will make its deadline on the present plan."""
+
+    progress_seconds: float
+    remaining_seconds: float | None  # None without an expected duration
+    on_track: bool | None  # None without a deadline, or once it has ended
+    market: str | None  # of the instance it runs or starts on; None without one
+
+
+def workload_current_instance_of(workload: Workload) -> WorkloadInstance | None:
+    """Its newest instance that has not ended (uses prefetched instances when there are)."""
+    live = [instance for instance in workload.instances.all() if instance.terminated_at is None]
+    return max(live, key=lambda instance: instance.created_at) if live else None
+
+
+def workload_progress(*, workload: Workload, now: datetime | None = None) -> Progress:
+    """Progress: what the workload reported, or else the run time credited so far plus the time since
+    its current instance became healthy. On track: the remaining work (plus one launch when nothing
+    runs) fits before the deadline."""
+    now = now or timezone.now()
+    instance = workload_current_instance_of(workload)
+    progress = workload.progress_seconds
+    running = workload.status == WorkloadStatus.RUNNING and instance is not None and instance.healthy_at is not None
+    if running and not workload.progress_reported:
+        since = max(instance.healthy_at, workload.progress_updated_at or instance.healthy_at)
+        progress += max((now - since).total_seconds(), 0.0)
+    duration = workload.expected_duration_seconds
+    remaining = None if duration is None else max(duration - progress, 0.0)
+    on_track = None
+    if workload.deadline is not None and remaining is not None and workload.status not in ENDED:
+        launch = 0 if running else settings.LAUNCH_OVERHEAD_SECONDS
+        on_track = remaining + launch <= (workload.deadline - now).total_seconds()
+    return Progress(
+        progress_seconds=round(progress, 3),
+        remaining_seconds=None if remaining is None else round(remaining, 3),
+        on_track=on_track,
+        market=instance.market if instance is not None else None,
+    )
+
+
+ENDED = (WorkloadStatus.TERMINATED, WorkloadStatus.FAILED, WorkloadStatus.STOPPING)

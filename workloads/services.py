@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +25,10 @@ from workloads import routing
 from workloads.errors import IdempotencyKeyReused, TransitionRefused
 from workloads.models import (
     TRANSITIONS,
+    WAITING_FOR_CAPACITY,
     HealthMonitor,
     InstanceStatus,
+    NotificationType,
     RecoveryPolicy,
     WorkflowKind,
     WorkflowRun,
@@ -35,6 +38,7 @@ from workloads.models import (
     WorkloadRouting,
     WorkloadStatus,
 )
+from workloads.notifications import notification_create, workload_waiting_payload
 from workloads.selectors import workload_by_idempotency_key
 from workloads.signals import instance_release_announce, workload_admit
 from workloads.workflows.engine import workflow_run_cancel, workflow_run_create
@@ -55,6 +59,9 @@ def workload_create(
     config: dict[str, Any],
     recovery_policy: str = RecoveryPolicy.MIGRATE,
     idempotency_key: str | None = None,
+    expected_duration_seconds: int | None = None,
+    deadline: datetime | None = None,
+    on_demand_fallback: bool | None = None,
 ) -> tuple[Workload, bool]:
     """Store a new PENDING workload; returns ``(workload, created)``.
 
@@ -64,7 +71,16 @@ def workload_create(
     customer's monthly budget a new workload is refused (``BudgetExceeded``, 402)
     and the customer gets a BUDGET_EXCEEDED notification; nothing is stored.
     """
-    fingerprint = _fingerprint(name=name, requirements=requirements, config=config, recovery_policy=recovery_policy)
+    if on_demand_fallback is None:
+        on_demand_fallback = deadline is not None
+    fingerprint = _fingerprint(
+        name=name,
+        requirements=requirements,
+        config=config,
+        recovery_policy=recovery_policy,
+        **({"expected_duration_seconds": expected_duration_seconds} if expected_duration_seconds else {}),
+        **({"deadline": deadline.isoformat(), "on_demand_fallback": on_demand_fallback} if deadline else {}),
+    )
     if idempotency_key:
         existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
         if existing is not None:
@@ -80,6 +96,9 @@ def workload_create(
                 recovery_policy=recovery_policy,
                 idempotency_key=idempotency_key or None,
                 request_fingerprint=fingerprint,
+                expected_duration_seconds=expected_duration_seconds,
+                deadline=deadline,
+                on_demand_fallback=on_demand_fallback,
             )
             WorkloadEvent.objects.create(
                 workload=workload,
@@ -222,6 +241,88 @@ def workload_current_instance(*, workload_id: UUID | str) -> WorkloadInstance | 
         WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=True)
         .order_by("-created_at")
         .first()
+    )
+
+
+# --- progress and capacity --------------------------------------------------------------
+
+
+def workload_progress_report(*, workload_id: UUID | str, completed_seconds: float, finished: bool = False) -> Workload:
+    """The workload's own count of the compute it has done (its agent reports it).
+
+    ``finished``: the job says it is done; a running workload is then terminated ("Finished").
+    """
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        workload.progress_seconds = float(completed_seconds)
+        workload.progress_updated_at = timezone.now()
+        workload.progress_reported = True
+        workload.save(update_fields=["progress_seconds", "progress_updated_at", "progress_reported", "updated_at"])
+    if finished and workload.status == WorkloadStatus.RUNNING:
+        workload = workload_terminate(
+            workload_id=workload.id, reason=f"Finished after {completed_seconds:g} s of work."
+        )
+    return workload
+
+
+def workload_progress_restore(
+    *,
+    workload_id: UUID | str,
+    instance: WorkloadInstance,
+    checkpoint_at: datetime | None,
+    checkpoint_progress: float | None,
+) -> None:
+    """After ``instance`` ended in a migration, progress is what its last checkpoint kept.
+
+    A workload that reports progress goes back to the value its newest checkpoint holds
+    (its agent restores from it). One that does not is credited the run time of the
+    instance up to that checkpoint; the work after it was lost with the instance.
+    """
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        if workload.progress_reported:
+            if checkpoint_progress is None:
+                return
+            workload.progress_seconds = checkpoint_progress
+        else:
+            if instance.healthy_at is None or checkpoint_at is None:
+                return
+            since = max(instance.healthy_at, workload.progress_updated_at or instance.healthy_at)
+            until = min(checkpoint_at, instance.terminated_at or checkpoint_at)
+            if until <= since:
+                return
+            workload.progress_seconds += (until - since).total_seconds()
+        workload.progress_updated_at = timezone.now()
+        workload.save(update_fields=["progress_seconds", "progress_updated_at", "updated_at"])
+
+
+def workload_capacity_wait(*, workload_id: UUID | str, next_attempt_at: datetime, detail: dict[str, Any]) -> None:
+    """No pool has capacity now: say so on the workload, and tell the customer once per wait."""
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        first = workload.status_reason != WAITING_FOR_CAPACITY
+        workload.status_reason = WAITING_FOR_CAPACITY
+        workload.next_attempt_at = next_attempt_at
+        workload.save(update_fields=["status_reason", "next_attempt_at", "updated_at"])
+        if first:
+            WorkloadEvent.objects.create(
+                workload=workload,
+                kind=WorkloadEvent.Kind.INFO,
+                name="waiting-for-capacity",
+                message=f"No pool has capacity now; next attempt at {next_attempt_at.isoformat(timespec='seconds')}.",
+                detail=detail,
+            )
+            notification_create(
+                workload=workload,
+                type=NotificationType.WORKLOAD_WAITING,
+                payload=workload_waiting_payload(workload=workload, next_attempt_at=next_attempt_at),
+                dedupe_key=f"waiting:{timezone.now().isoformat()}",
+            )
+
+
+def workload_capacity_found(*, workload_id: UUID | str) -> None:
+    Workload.objects.filter(id=workload_id, status_reason=WAITING_FOR_CAPACITY).update(
+        status_reason="", next_attempt_at=None, updated_at=timezone.now()
     )
 
 

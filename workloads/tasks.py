@@ -6,7 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from placement.clouds.base import TransientCloudError
-from workloads import notifications
+from workloads import controller, notifications
 from workloads.reconciliation import cloud_interruption_warnings_poll
 from workloads.reconciliation import cloud_reconcile as reconcile
 from workloads.recovery import health_sweep_run
@@ -71,3 +71,9 @@ def cloud_reconcile() -> dict:
 @shared_task(name="workloads.cloud_interruption_warnings", ignore_result=True)
 def cloud_interruption_warnings() -> list[str]:
     return cloud_interruption_warnings_poll()
+
+
+@shared_task(name="workloads.arbitrage_tick", ignore_result=True)
+def arbitrage_tick() -> dict:
+    report = controller.arbitrage_tick()
+    return {"looked_at": report.looked_at, **report.actions}

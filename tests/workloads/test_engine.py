@@ -225,4 +225,4 @@ def test_a_run_that_keeps_rewinding_gives_up(run, django_capture_on_commit_callb
         run.refresh_from_db()
         execute(run, "goes-back")
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "gave up after 5 fresh placements" in run.error
+    assert run.status == RunStatus.FAILED and f"gave up after {engine.MAX_REWINDS} fresh placements" in run.error

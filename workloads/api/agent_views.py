@@ -9,8 +9,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import AgentTokenAuthentication, WorkloadAgent
-from arbitrage.api.fields import StrictCharField, StrictSerializer
-from workloads import recovery
+from arbitrage.api.fields import StrictBooleanField, StrictCharField, StrictFloatField, StrictSerializer
+from workloads import recovery, services
+from workloads.api.serializers import MAX_DURATION_SECONDS
 from workloads.models import Workload
 
 
@@ -37,3 +38,33 @@ class AgentInterruptionView(APIView):
         report.is_valid(raise_exception=True)
         workload = recovery.agent_interruption_report(workload_id=agent.workload_id, **report.validated_data)
         return Response({"workload_id": str(workload.id), "status": workload.status}, status=status.HTTP_202_ACCEPTED)
+
+
+class ProgressReportSerializer(StrictSerializer):
+    completed_seconds = StrictFloatField(
+        min_value=0, max_value=MAX_DURATION_SECONDS, help_text="Seconds of compute the job has done so far."
+    )
+    finished = StrictBooleanField(required=False, default=False, help_text="The job is done: terminate it.")
+
+
+class AgentProgressView(APIView):
+    authentication_classes = [AgentTokenAuthentication]
+
+    @extend_schema(
+        operation_id="agent_progress",
+        request=ProgressReportSerializer,
+        responses={202: None},
+        description="The workload's own count of the compute it has done (`completed_seconds`), which the "
+        "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated.",
+    )
+    def post(self, request):
+        agent = request.user
+        if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
+            raise Http404
+        report = ProgressReportSerializer(data=request.data)
+        report.is_valid(raise_exception=True)
+        workload = services.workload_progress_report(workload_id=agent.workload_id, **report.validated_data)
+        return Response(
+            {"workload_id": str(workload.id), "status": workload.status, "progress_seconds": workload.progress_seconds},
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from accounts.tokens import access_token_for
@@ -17,6 +21,7 @@ from arbitrage.api.fields import (
 from placement.requirements import RequirementsSerializer
 from storage.selectors import storage_summary_get
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
+from workloads.selectors import Progress, workload_progress
 
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_ENV_VARS = 100
@@ -50,11 +55,40 @@ class ConfigSerializer(StrictSerializer):
         return env
 
 
+MAX_DURATION_SECONDS = 366 * 86_400
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time that says its offset ("Z" or "+02:00"): a deadline must not depend on a guess."""
+
+    def to_internal_value(self, value):
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+        if parsed is not None and parsed.tzinfo is None:
+            raise serializers.ValidationError("Give the time with its offset, e.g. 2026-12-05T18:00:00Z.")
+        return super().to_internal_value(value)
+
+
 class WorkloadCreateSerializer(StrictSerializer):
     name = StrictCharField(max_length=200)
     requirements = RequirementsSerializer()
     config = ConfigSerializer(required=False)
     recovery_policy = serializers.ChoiceField(choices=RecoveryPolicy.choices, default=RecoveryPolicy.MIGRATE)
+    expected_duration_seconds = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_DURATION_SECONDS,
+        required=False,
+        help_text="Compute time the job needs, in seconds. Needed for a deadline.",
+    )
+    deadline = AwareDateTimeField(
+        required=False,
+        help_text="When the job must have finished: an ISO 8601 time with its offset (e.g. 2026-12-05T18:00:00Z). "
+        "At least expected_duration_seconds plus one launch's overhead (LAUNCH_OVERHEAD_SECONDS) from now.",
+    )
+    on_demand_fallback = StrictBooleanField(
+        required=False,
+        help_text="May it run on on-demand capacity when spot cannot make the deadline? Default: yes when a "
+        "deadline is set, no otherwise.",
+    )
 
     def validate_name(self, name: str) -> str:
         name = name.strip()
@@ -64,7 +98,33 @@ class WorkloadCreateSerializer(StrictSerializer):
             raise serializers.ValidationError("May not contain control characters.")
         return name
 
+    def validate_deadline(self, deadline: datetime) -> datetime:
+        if deadline <= timezone.now():
+            raise serializers.ValidationError("The deadline is in the past.")
+        return deadline
+
+    def _validate_deadline_fits(self, attrs) -> None:
+        deadline, duration = attrs.get("deadline"), attrs.get("expected_duration_seconds")
+        if deadline is None:
+            return
+        if duration is None:
+            raise serializers.ValidationError(
+                {"expected_duration_seconds": ["A deadline needs the job's expected duration."]}
+            )
+        earliest = timezone.now() + timedelta(seconds=duration + settings.LAUNCH_OVERHEAD_SECONDS)
+        if deadline < earliest:
+            raise serializers.ValidationError(
+                {
+                    "deadline": [
+                        f"Too soon: the job needs {duration} s plus {settings.LAUNCH_OVERHEAD_SECONDS} s to launch, "
+                        f"so the earliest deadline is {earliest.isoformat(timespec='seconds')}."
+                    ]
+                }
+            )
+
     def validate(self, attrs):
+        self._validate_deadline_fits(attrs)
+        attrs.setdefault("on_demand_fallback", attrs.get("deadline") is not None)
         # Stored as JSON in its normalised form: defaults filled, decimals as strings.
         config = attrs.get("config") or ConfigSerializer().run_validation({})
         config.setdefault("storage", StorageSettingsSerializer().run_validation({}))
@@ -91,9 +151,11 @@ class WorkloadInstanceSerializer(serializers.ModelSerializer):
             "instance_id",
             "public_ip",
             "status",
+            "market",
             "spot_price",
             "on_demand_price",
             "created_at",
+            "healthy_at",
             "terminated_at",
         ]
 
@@ -121,6 +183,11 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "terminated_at",
             "termination_reason",
             "failure_reason",
+            "status_reason",
+            "next_attempt_at",
+            "expected_duration_seconds",
+            "deadline",
+            "on_demand_fallback",
             "created_at",
             "updated_at",
         ]
@@ -147,8 +214,33 @@ class WorkloadDetailSerializer(WorkloadSerializer):
         help_text="Storage usage: used_bytes, quota_bytes, retention_days, object_count; null when storage is off."
     )
 
+    progress_seconds = serializers.SerializerMethodField(
+        help_text="Compute done: what the workload reported, or its run time since its instance became healthy "
+        "(restored to the checkpoint's value after a migration)."
+    )
+    remaining_seconds = serializers.SerializerMethodField(
+        help_text="expected_duration_seconds - progress_seconds, never below 0; null without an expected duration."
+    )
+    on_track = serializers.SerializerMethodField(
+        help_text="Will it make its deadline on the present plan (remaining work, plus one launch when nothing runs, "
+        "fits before the deadline)? Null without a deadline or once it has ended."
+    )
+    market = serializers.SerializerMethodField(
+        help_text='"spot" or "on_demand": how its current instance is bought; null without one.'
+    )
+
     class Meta(WorkloadSerializer.Meta):
-        fields = [*WorkloadSerializer.Meta.fields, "access_token", "storage", "instances", "events"]
+        fields = [
+            *WorkloadSerializer.Meta.fields,
+            "progress_seconds",
+            "remaining_seconds",
+            "on_track",
+            "market",
+            "access_token",
+            "storage",
+            "instances",
+            "events",
+        ]
         read_only_fields = fields
 
     def get_fields(self):
@@ -159,6 +251,24 @@ class WorkloadDetailSerializer(WorkloadSerializer):
                 fields.update({section: make_field() for section, make_field in DETAIL_SECTIONS.items()})
             fields[name] = field
         return fields
+
+    def _progress(self, workload) -> Progress:
+        cache = self.context.setdefault("progress", {})
+        if workload.id not in cache:
+            cache[workload.id] = workload_progress(workload=workload)
+        return cache[workload.id]
+
+    def get_progress_seconds(self, workload) -> float:
+        return self._progress(workload).progress_seconds
+
+    def get_remaining_seconds(self, workload) -> float | None:
+        return self._progress(workload).remaining_seconds
+
+    def get_on_track(self, workload) -> bool | None:
+        return self._progress(workload).on_track
+
+    def get_market(self, workload) -> str | None:
+        return self._progress(workload).market
 
     def get_storage(self, workload) -> dict | None:
         return storage_summary_get(workload_id=workload.id)

@@ -60,6 +60,18 @@ class NotYet(Exception):
     """The awaited condition does not hold yet: check again after the poll interval."""
 
 
+class WaitFor(Exception):
+    """Not possible now (e.g. no pool has capacity): run this step again after ``countdown`` seconds.
+
+    Unlike ``NotYet`` it has no limit on checks: the run waits as long as it takes,
+    without holding a worker. The stall detector counts from the next attempt.
+    """
+
+    def __init__(self, reason: str, *, countdown: float) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
+
+
 class StepFailed(Exception):
     """Give up the run with this message (the workload's failure reason)."""
 
@@ -78,8 +90,9 @@ class Rewind(Exception):
         self.reason = reason
 
 
-#: A run goes back at most this many times; each rewind blocks a pool, so this is never the limit in practice.
-MAX_REWINDS = 5
+#: A run goes back at most this many times. Each rewind blocks a pool (a late capacity refusal, or a
+#: preemption while booting) and waits for capacity when none is left, so this only stops a loop.
+MAX_REWINDS = 50
 
 
 class _RunStopped(Exception):
@@ -275,6 +288,27 @@ def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUI
     return resumed
 
 
+def workflow_run_kick(*, run_id: UUID | str) -> bool:
+    """Run a waiting run's unfinished steps now instead of at its next attempt (the controller changed its plan).
+
+    A new chain from the first unfinished step, with a bumped generation so the waiting
+    task of the old chain stops; False when the run is not running.
+    """
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().filter(id=run_id, status=RunStatus.RUNNING).first()
+        if run is None:
+            return False
+        run.chain_generation += 1
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["chain_generation", "heartbeat_at"])
+        remaining = tuple(
+            run.steps.exclude(status=StepStatus.SUCCEEDED).order_by("position").values_list("name", flat=True)
+        )
+        generation = run.chain_generation
+        transaction.on_commit(lambda: _enqueue_chain(run.id, remaining, generation))
+    return True
+
+
 def workflow_run_cancel(*, workload_id: UUID | str, kind: str, reason: str) -> list[UUID]:
     """Cancel a workload's running runs of ``kind``; call inside the caller's transaction."""
     cancelled = list(
@@ -329,6 +363,10 @@ def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Out
             return _give_up(run, step_name, f"{poll.timeout_message} ({waiting})")
         WorkflowStep.objects.filter(pk=step.pk).update(error=str(waiting))
         return RetryLater(scaled(poll.every_seconds))
+    except WaitFor as waiting:
+        WorkflowStep.objects.filter(pk=step.pk).update(error=str(waiting))
+        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=waiting.countdown))
+        return RetryLater(waiting.countdown)
     except StepFailed as failure:
         return _give_up(run, step_name, str(failure))
     except Rewind as rewind:

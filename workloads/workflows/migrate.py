@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from placement.clouds.base import TransientCloudError
+from storage.selectors import checkpoint_complete_list
 from workloads import notifications
 from workloads.models import (
     NotificationType,
@@ -33,6 +34,7 @@ from workloads.services import (
     health_monitoring_stop,
     instance_terminate,
     workflow_run_create,
+    workload_progress_restore,
     workload_transition_locked,
 )
 from workloads.signals import instance_release_announce
@@ -106,8 +108,27 @@ def terminate_old_instance(ctx: StepContext) -> dict[str, Any]:
     for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=True):
         instance = instance_terminate(instance=instance)
         ended.append(instance)
-    ctx.on_commit_effects(lambda: [instance_release_announce(instance=instance) for instance in ended])
+    latest = checkpoint_complete_list(workload_id=ctx.workload.id).first()
+
+    def release() -> None:
+        for instance in ended:
+            instance_release_announce(instance=instance)
+            workload_progress_restore(
+                workload_id=ctx.workload.id,
+                instance=instance,
+                checkpoint_at=latest.created_at if latest else None,
+                checkpoint_progress=_checkpoint_progress(latest),
+            )
+
+    ctx.on_commit_effects(release)
     return {"terminated": [instance.instance_id for instance in ended]}
+
+
+def _checkpoint_progress(checkpoint) -> float | None:
+    """The progress a checkpoint says it holds (its manifest's metadata), when it says so."""
+    metadata = ((checkpoint.manifest or {}).get("metadata") or {}) if checkpoint is not None else {}
+    value = metadata.get("progress_seconds", metadata.get("progress"))
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:

@@ -8,8 +8,10 @@ register-routing, initialize-storage, start-health-monitoring, notify-customer.
 from __future__ import annotations
 
 import hashlib
+import random
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -27,6 +29,7 @@ from placement.clouds.base import (
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
+    Market,
     PermanentCloudError,
     TransientCloudError,
     get_cloud,
@@ -46,7 +49,12 @@ from workloads.models import (
     WorkloadRouting,
     WorkloadStatus,
 )
-from workloads.services import workload_instances_release, workload_transition_locked
+from workloads.services import (
+    workload_capacity_found,
+    workload_capacity_wait,
+    workload_instances_release,
+    workload_transition_locked,
+)
 from workloads.workflows.engine import (
     NotYet,
     Poll,
@@ -55,8 +63,10 @@ from workloads.workflows.engine import (
     Step,
     StepContext,
     StepFailed,
+    WaitFor,
     Workflow,
     register,
+    scaled,
 )
 
 S = WorkloadStatus
@@ -100,14 +110,66 @@ def validate_quotas(ctx: StepContext) -> dict[str, Any]:
 
 
 def find_placement(ctx: StepContext) -> dict[str, Any]:
-    excluded = [tuple(pool) for pool in ctx.payload.get("exclude_pools", [])]
+    """The ranked candidates; none (every pool blocked) is not a failure: provisioning then waits."""
+    try:
+        return {"candidates": [candidate.as_dict() for candidate in _candidates(ctx, exclude=True)]}
+    except CapacityUnavailable:
+        return {"candidates": []}
+
+
+class CapacityUnavailable(Exception):
+    """Offers fit, but every one is in a pool blocked after a refusal or an interruption: wait."""
+
+
+def _market(ctx: StepContext) -> Market:
+    """The market this run launches in: spot, unless the controller asked for on demand."""
+    return Market(ctx.payload.get("market") or Market.SPOT)
+
+
+def _candidates(ctx: StepContext, *, exclude: bool) -> list[Candidate]:
+    """Fresh candidates for this run's market, the pool the controller asked for first.
+
+    ``exclude``: skip the pools the run was told to avoid (the one it was interrupted
+    in); only on the first try, since blocks already cover the cool-down and a
+    workload that fits in one pool only must get back to it eventually.
+    """
+    market = _market(ctx)
+    excluded = [tuple(pool) for pool in ctx.payload.get("exclude_pools", [])] if exclude else []
     try:
         candidates = placement_candidates(
-            requirements=ctx.workload.requirements, limit=CANDIDATES_TRIED, exclude_pools=excluded
+            requirements=ctx.workload.requirements,
+            limit=CANDIDATES_TRIED,
+            exclude_pools=excluded,
+            honour_blocks=market == Market.SPOT,
         )
     except NoPlacement as none:
+        if none.requirement == "pool_blocks":
+            raise CapacityUnavailable(none.message) from None
         raise StepFailed(f"No placement: {none.message}") from None
-    return {"candidates": [candidate.as_dict() for candidate in candidates]}
+    if market == Market.ON_DEMAND:
+        candidates.sort(key=lambda candidate: candidate.on_demand_price)
+    wanted = tuple(ctx.payload.get("pool") or ())
+    candidates.sort(key=lambda candidate: candidate.pool != wanted)  # stable: the rest keep their order
+    return candidates
+
+
+def capacity_backoff(attempt: int) -> float:
+    """Seconds until the next try after ``attempt`` tries found no capacity: doubling, capped, jittered."""
+    first, cap = settings.CAPACITY_RETRY_FIRST_SECONDS, settings.CAPACITY_RETRY_MAX_SECONDS
+    delay = min(first * 2 ** max(attempt - 1, 0), cap)
+    # Jitter spreads workloads refused in the same crunch, so they do not all come back at once.
+    return scaled(delay * random.uniform(0.8, 1.0))
+
+
+def _wait_for_capacity(ctx: StepContext, reason: str) -> WaitFor:
+    countdown = capacity_backoff(ctx.attempt)
+    next_attempt_at = timezone.now() + timedelta(seconds=countdown)
+    workload_capacity_wait(
+        workload_id=ctx.workload.id,
+        next_attempt_at=next_attempt_at,
+        detail={"run_id": str(ctx.run.id), "market": _market(ctx), "reason": reason},
+    )
+    return WaitFor(f"waiting for capacity: {reason}", countdown=countdown)
 
 
 # 3 ---------------------------------------------------------------------------------
@@ -126,17 +188,19 @@ def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
 # 4 ---------------------------------------------------------------------------------
 
 
-def _idempotency_token(run: WorkflowRun, candidate: Candidate) -> str:
-    """Same run + same pool → same token: a retried create finds its instance."""
+def _idempotency_token(run: WorkflowRun, candidate: Candidate, *, market: Market = Market.SPOT) -> str:
+    """Same run + same pool + same market → same token: a retried create finds its instance."""
     pool = f"{candidate.provider}/{candidate.region}/{candidate.availability_zone}/{candidate.instance_type}"
-    return "ca-" + hashlib.sha256(f"{run.id}:{pool}".encode()).hexdigest()[:32]
+    key = f"{run.id}:{pool}" if market == Market.SPOT else f"{run.id}:{pool}:{market}"
+    return "ca-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _instance_request(ctx: StepContext, candidate: Candidate) -> InstanceRequest:
+def _instance_request(ctx: StepContext, candidate: Candidate, *, market: Market = Market.SPOT) -> InstanceRequest:
     workload, config = ctx.workload, ctx.workload.config
     max_price = (candidate.spot_price * MAX_PRICE_BUFFER).quantize(Decimal("0.000001"), ROUND_HALF_UP)
     return InstanceRequest(
-        idempotency_token=_idempotency_token(ctx.run, candidate),
+        idempotency_token=_idempotency_token(ctx.run, candidate, market=market),
+        market=market,
         region=candidate.region,
         availability_zone=candidate.availability_zone,
         instance_type=candidate.instance_type,
@@ -160,18 +224,27 @@ def _instance_request(ctx: StepContext, candidate: Candidate) -> InstanceRequest
 
 
 def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
-    """Create the spot instance on the best candidate that has capacity.
+    """Create the instance, in the run's market, on the best candidate that has capacity.
 
     "No capacity", "quota exceeded" and "price too low" block that pool for a
-    cool-down and move on to the next candidate; transient errors are retried
-    by the step's policy; permanent ones fail the workload.
+    cool-down and move on to the next candidate; when none is left the workload
+    waits for capacity (``WaitFor`` with a backoff) and tries again with fresh
+    candidates, as long as it takes. Transient errors are retried by the step's
+    policy; permanent ones fail the workload.
     """
-    candidates = [Candidate.from_dict(item) for item in ctx.result_of("find-placement")["candidates"]]
+    market = _market(ctx)
+    if ctx.attempt == 1 and not ctx.payload.get("pool") and market == Market.SPOT:
+        candidates = [Candidate.from_dict(item) for item in ctx.result_of("find-placement")["candidates"]]
+    else:
+        try:
+            candidates = _candidates(ctx, exclude=False)
+        except CapacityUnavailable as blocked:
+            raise _wait_for_capacity(ctx, blocked.args[0]) from None
     skipped: list[dict[str, str]] = []
     for candidate in candidates:
         cloud = get_cloud(candidate.provider)
         try:
-            info = cloud.create_spot_instance(_instance_request(ctx, candidate))
+            info = cloud.create_instance(_instance_request(ctx, candidate, market=market))
         except NEXT_CANDIDATE_ERRORS as refused:
             pool_block(
                 provider=candidate.provider,
@@ -185,7 +258,10 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
         except PermanentCloudError as error:
             raise StepFailed(f"{candidate.provider} refused the instance: {error.message}") from None
 
-        def record(candidate=candidate, info=info) -> None:
+        # On demand, it is bought at the on-demand price: that is what it is billed at.
+        bought_at = candidate.on_demand_price if market == Market.ON_DEMAND else candidate.spot_price
+
+        def record(candidate=candidate, info=info, bought_at=bought_at) -> None:
             WorkloadInstance.objects.get_or_create(
                 workload_id=ctx.workload.id,
                 provider=candidate.provider,
@@ -194,11 +270,13 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
                     "region": candidate.region,
                     "availability_zone": candidate.availability_zone,
                     "instance_type": candidate.instance_type,
-                    "spot_price": candidate.spot_price,
+                    "market": market,
+                    "spot_price": bought_at,
                     "on_demand_price": candidate.on_demand_price,
                     "status": InstanceStatus.PENDING,
                 },
             )
+            workload_capacity_found(workload_id=ctx.workload.id)
 
         ctx.on_commit_effects(record)
         return {
@@ -206,11 +284,12 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
             "provider": candidate.provider,
             "region": candidate.region,
             "operation": info.operation,
+            "market": market,
             "placement": candidate.as_dict(),
             "skipped": skipped,
         }
-    tried = "; ".join(f"{item['pool']}: {item['error']}" for item in skipped) or "no candidates"
-    raise StepFailed(f"No capacity in any candidate pool ({tried})")
+    tried = "; ".join(f"{item['pool']}: {item['error']}" for item in skipped) or "every pool is blocked"
+    raise _wait_for_capacity(ctx, f"no capacity in any candidate pool ({tried})")
 
 
 def _undo_create(ctx: StepContext, result: dict[str, Any] | None) -> None:
@@ -246,13 +325,19 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
     if info.state == InstanceState.RUNNING:
         port = ctx.workload.config.get("health_check_port", 8080)
         return {"public_ip": info.public_ip, "address": info.address(port)}
-    if info.state in (InstanceState.TERMINATED, InstanceState.FAILED, InstanceState.PREEMPTED):
+    if info.state == InstanceState.PREEMPTED:
+        # Reclaimed while it booted: an interruption like any other. Block the pool, place again.
+        reason = f"preempted while starting{f' ({info.state_reason})' if info.state_reason else ''}"
+        _abandon_create(ctx, created, reason)
+        pool = _pool_name(Candidate.from_dict(created["placement"]))
+        raise Rewind("find-placement", f"{pool}: {reason}")
+    if info.state in (InstanceState.TERMINATED, InstanceState.FAILED):
         reason = f" ({info.state_reason})" if info.state_reason else ""
         raise StepFailed(f"Instance failed to start: {info.state}{reason}")
     raise NotYet(f"instance is {info.state}")
 
 
-def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception) -> None:
+def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception | str) -> None:
     """Block the refused pool and remove what the failed create left (Azure keeps a failed VM resource)."""
     placement = created["placement"]
     pool_block(
@@ -260,7 +345,7 @@ def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exceptio
         region=placement["region"],
         availability_zone=placement["availability_zone"],
         instance_type=placement["instance_type"],
-        reason=f"{type(refused).__name__}: {refused}",
+        reason=refused if isinstance(refused, str) else f"{type(refused).__name__}: {refused}",
     )
     get_cloud(created["provider"]).terminate_instance(created["instance_id"], created["region"])
     # The capacity was never allocated: no segment to bill (the rewind event keeps the record).
@@ -303,7 +388,7 @@ def register_routing(ctx: StepContext) -> dict[str, Any]:
             },
         )
         WorkloadInstance.objects.filter(workload_id=workload_id, instance_id=created["instance_id"]).update(
-            status=InstanceStatus.RUNNING, public_ip=ready["public_ip"]
+            status=InstanceStatus.RUNNING, public_ip=ready["public_ip"], healthy_at=timezone.now()
         )
         workload = Workload.objects.select_for_update().get(id=workload_id)
         workload_transition_locked(workload, "mark_ready", message=f"Running at {ready['address']}.")

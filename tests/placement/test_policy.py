@@ -1,0 +1,279 @@
+"""The arbitrage policy (placement.policy) as the controller sees it: an observation in, an action out.
+
+No database and no Django: the module is pure, so these tests build observations by hand. The job
+below needs 40 h of compute within 60 h (the line advances 2/3 s of progress per second), a launch
+costs 720 s and the controller looks again every 60 s, so the default margin ahead of the line is
+2 x 720 + 60 = 1500 s of time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from placement.policy import (
+    Keep,
+    LaunchOnDemand,
+    LaunchSpot,
+    Observation,
+    Pool,
+    Stop,
+    UniformProgress,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+HOUR = 3600.0
+JOB, DEADLINE, OVERHEAD, TICK = 40 * HOUR, 60 * HOUR, 720.0, 60.0
+RATE = JOB / DEADLINE
+MARGIN = 2 * OVERHEAD + TICK
+
+
+def pools(*specs: tuple) -> tuple[Pool, ...]:
+    """("a", 0.9), ("b", 1.0, {"refused": True}) ... -> Pools with an on-demand price of $3/h."""
+    out = []
+    for key, price, *extra in specs:
+        out.append(Pool(key=key, spot_price=price, on_demand_price=3.0, **(extra[0] if extra else {})))
+    return tuple(out)
+
+
+def observe(**changes) -> Observation:
+    """Ten hours in, nothing running, exactly on the line; `changes` override any field."""
+    fields = {
+        "elapsed": 10 * HOUR,
+        "progress": 10 * HOUR * RATE,
+        "job_length": JOB,
+        "deadline": DEADLINE,
+        "restart_overhead": OVERHEAD,
+        "market": None,
+        "pool": None,
+        "starting": False,
+        "preempted": False,
+        "pools": pools(("a", 0.9), ("b", 1.0)),
+        "tick": TICK,
+    }
+    fields.update(changes)
+    return Observation(**fields)
+
+
+def behind(**changes) -> Observation:
+    return observe(progress=10 * HOUR * RATE - 600, **changes)
+
+
+def ahead_by(seconds: float, **changes) -> Observation:
+    """Progress leads the line by `seconds` of time."""
+    return observe(progress=(10 * HOUR + seconds) * JOB / DEADLINE, **changes)
+
+
+def outcome(action, capacity: set[str]):
+    """What the controller ends up with: ("spot", pool), ("on_demand", pool), "keep" or "stop"."""
+    while isinstance(action, LaunchSpot):
+        for key in (action.pool, *action.fallbacks):
+            if key in capacity:
+                return ("spot", key)
+        action = action.otherwise
+    if isinstance(action, LaunchOnDemand):
+        return ("on_demand", action.pool)
+    return "keep" if isinstance(action, Keep) else "stop"
+
+
+def launches_on_demand(action) -> bool:
+    while isinstance(action, LaunchSpot):
+        action = action.otherwise
+    return isinstance(action, LaunchOnDemand)
+
+
+def act(observation: Observation, **kwargs):
+    return UniformProgress(**kwargs).act(observation)
+
+
+# --- the rule --------------------------------------------------------------------------
+
+
+def test_behind_the_line_with_no_spot_it_goes_on_demand():
+    action = act(behind())
+
+    assert outcome(action, capacity=set()) == ("on_demand", "a")
+
+
+def test_with_spot_to_be_had_it_runs_on_spot_behind_the_line_or_ahead_of_it():
+    assert outcome(act(behind()), capacity={"a", "b"}) == ("spot", "a")
+    assert outcome(act(ahead_by(2 * HOUR)), capacity={"b"}) == ("spot", "b")
+
+
+def test_ahead_by_the_margin_on_demand_with_spot_back_it_returns_to_spot():
+    action = act(ahead_by(MARGIN, market="on_demand", pool="a"))
+
+    assert outcome(action, capacity={"a"}) == ("spot", "a")
+    assert outcome(action, capacity=set()) == "keep"  # no spot after all: stays on demand
+
+
+def test_not_ahead_enough_on_demand_it_stays_on_demand():
+    assert act(ahead_by(MARGIN - 1, market="on_demand", pool="a")) == Keep()
+    assert act(behind(market="on_demand", pool="a")) == Keep()
+
+
+def test_a_larger_margin_keeps_it_on_demand_longer():
+    observation = ahead_by(MARGIN, market="on_demand", pool="a")
+
+    assert act(observation, ahead_margin=2 * MARGIN) == Keep()
+    assert isinstance(act(observation, ahead_margin=MARGIN), LaunchSpot)
+
+
+def test_ahead_of_the_line_with_no_spot_it_waits_instead_of_going_on_demand():
+    assert outcome(act(ahead_by(HOUR)), capacity=set()) == "keep"
+
+
+def test_with_no_deadline_and_no_spot_it_waits_and_never_goes_on_demand():
+    for observation in (observe(deadline=None), observe(job_length=None), observe(deadline=None, progress=0.0)):
+        action = act(observation)
+        assert outcome(action, capacity=set()) == "keep"
+        assert not launches_on_demand(action)
+        assert outcome(action, capacity={"b"}) == ("spot", "b")
+
+
+def test_with_no_deadline_it_leaves_on_demand_for_spot_or_stops():
+    action = act(observe(deadline=None, market="on_demand", pool="a"))
+
+    assert outcome(action, capacity={"a"}) == ("spot", "a")
+    assert outcome(action, capacity=set()) == "stop"
+
+
+def test_with_on_demand_not_allowed_it_never_goes_on_demand_even_against_the_deadline():
+    no_slack = 10 * HOUR + (JOB - 10 * HOUR * RATE)  # a deadline that leaves no time to lose
+    for observation in (behind(), observe(deadline=no_slack), ahead_by(MARGIN, market="spot", pool="a")):
+        action = act(dataclasses.replace(observation, on_demand_allowed=False))
+        assert not launches_on_demand(action)
+        assert outcome(action, capacity=set()) in ("keep", "stop")
+
+
+def test_with_too_little_slack_left_it_goes_on_demand_even_when_spot_is_there():
+    # Slack (time that may still be lost) below two launches and two ticks: spot is no longer safe.
+    progress = 10 * HOUR * RATE
+    deadline = 10 * HOUR + (JOB - progress) + 2 * OVERHEAD + 2 * TICK - 1
+    for market, pool in ((None, None), ("spot", "a"), ("spot", "b")):
+        assert act(observe(deadline=deadline, market=market, pool=pool)) == LaunchOnDemand("a")
+
+
+def test_a_spot_launch_that_would_eat_the_last_reserve_goes_on_demand_instead():
+    progress = 10 * HOUR * RATE
+    deadline = 10 * HOUR + (JOB - progress) + 3 * OVERHEAD + 2 * TICK - 1
+    action = act(observe(deadline=deadline))
+
+    assert action == LaunchOnDemand("a")
+
+
+def test_when_the_job_is_done_it_stops_what_runs():
+    assert act(observe(progress=JOB, market="on_demand", pool="a")) == Stop()
+    assert act(observe(progress=JOB)) == Keep()
+
+
+# --- which pool ----------------------------------------------------------------------------
+
+
+def test_a_refused_pool_is_tried_last():
+    action = act(behind(pools=pools(("a", 0.9, {"refused": True}), ("b", 1.0), ("c", 1.1))))
+
+    assert isinstance(action, LaunchSpot)
+    assert (action.pool, action.fallbacks) == ("b", ("c", "a"))
+
+
+def test_the_pool_that_just_reclaimed_the_instance_is_tried_last():
+    action = act(behind(market="spot", pool="a", preempted=True))
+
+    assert isinstance(action, LaunchSpot)
+    assert (action.pool, action.fallbacks) == ("b", ("a",))
+
+
+def test_spot_pools_are_tried_cheapest_first_counting_the_egress_over_the_work_left():
+    # About 34 h of work left: b's $0.05/h less does not pay for moving the checkpoint there ($5) ...
+    far = pools(("b", 0.95, {"egress_cost": 5.0}), ("a", 1.0))
+    # ... but does pay for a $1 move.
+    near = pools(("b", 0.95, {"egress_cost": 1.0}), ("a", 1.0))
+
+    assert act(behind(pools=far)).pool == "a"
+    assert act(behind(pools=near)).pool == "b"
+
+
+def test_the_products_risk_adjusted_price_ranks_a_pool_when_given():
+    ranked = pools(("a", 0.9, {"expected_price": 1.2}), ("b", 1.0))
+
+    assert act(behind(pools=ranked)).pool == "b"
+
+
+def test_a_pool_with_an_unknown_price_is_tried_after_the_priced_ones():
+    action = act(behind(pools=(Pool("x", None, 3.0), *pools(("a", 0.9)))))
+
+    assert (action.pool, action.fallbacks) == ("a", ("x",))
+
+
+def test_on_demand_goes_where_it_costs_least_egress_included():
+    options = (
+        Pool("far", 0.9, on_demand_price=2.0, egress_cost=100.0),
+        Pool("here", 1.0, on_demand_price=2.5),
+        Pool("cheap", 1.1, on_demand_price=2.2, egress_cost=1.0),
+    )
+
+    assert outcome(act(behind(pools=options)), capacity=set()) == ("on_demand", "cheap")
+
+
+def test_ahead_of_the_line_it_waits_for_the_cheapest_pool_until_waiting_costs_as_much_as_moving():
+    # The checkpoint is in a; b is as cheap but moving there costs $1. A second of waiting is valued at
+    # on demand's premium over spot, $2.1/h: so b joins after 1 / 2.1 h of waiting.
+    options = pools(("a", 0.9, {"refused": True}), ("b", 0.9, {"egress_cost": 1.0}))
+    break_even = HOUR / (3.0 - 0.9)
+
+    early = act(ahead_by(HOUR, pools=options, idle_for=break_even * 0.9))
+    late = act(ahead_by(HOUR, pools=options, idle_for=break_even * 1.1))
+    unknown = act(ahead_by(HOUR, pools=options))
+
+    assert outcome(early, capacity={"b"}) == "keep"
+    assert outcome(late, capacity={"b"}) == ("spot", "b")
+    assert outcome(unknown, capacity={"b"}) == ("spot", "b")
+    assert outcome(act(behind(pools=options, idle_for=0.0)), capacity={"b"}) == ("spot", "b")
+
+
+# --- what runs already ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        observe(market="spot", pool="a"),
+        behind(market="spot", pool="b", starting=True),
+        ahead_by(HOUR, market="spot", pool="b"),
+        behind(market="on_demand", pool="a"),
+        observe(market="on_demand", pool="a", starting=True),
+    ],
+    ids=["spot", "spot starting", "spot in a dearer pool", "on demand behind", "on demand starting"],
+)
+def test_already_running_where_it_should_it_keeps_it(observation):
+    assert act(observation) == Keep()
+
+
+def test_preempted_it_relaunches():
+    for observation in (observe(market="spot", pool="a", preempted=True), behind(preempted=True, pool="a")):
+        action = act(observation)
+        assert isinstance(action, LaunchSpot)
+        assert outcome(action, capacity={"a"}) == ("spot", "a")
+
+
+# --- pure and stateless ------------------------------------------------------------------------
+
+
+def test_it_is_stateless_the_same_observation_gives_the_same_action():
+    policy = UniformProgress()
+    observations = [behind(), ahead_by(MARGIN, market="on_demand", pool="a"), observe(deadline=None)]
+
+    first = [policy.act(o) for o in observations]
+    again = [policy.act(o) for o in reversed(observations)][::-1]
+
+    assert first == again == [UniformProgress().act(o) for o in observations]
+
+
+def test_the_module_imports_without_django():
+    code = "import sys, placement.policy; sys.exit('django' in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

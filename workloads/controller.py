@@ -1,0 +1,228 @@
+"""The arbitrage controller: every tick, ask the policy what each live workload should do, and do it.
+
+A beat task (``workloads.arbitrage_tick``, every ``ARBITRAGE_TICK_SECONDS``) looks at
+each workload that is waiting, starting, running or recovering, builds the policy's
+``Observation`` from the database (``placement.policy``: a pure module), and carries
+the answer out through the durable workflows (docs/architecture.md §15):
+
+* ``LaunchSpot`` / ``LaunchOnDemand`` for a workload whose run is waiting for
+  capacity: the run's market and pool are set and the run is kicked to try now;
+* the same for a RUNNING workload on another market: it moves there like a
+  rebalance (the migration workflow: final checkpoint, new instance, re-route);
+* ``Keep``, and anything for a workload whose launch is under way: nothing.
+
+``Stop`` is taken as ``Keep``: the product does not release a healthy instance to wait.
+
+Idempotent: every write is a compare-and-set on a locked row (the run's payload, the
+workload's state), so a tick that crashes half-way, or two ticks at once, never launch
+twice: the second finds the plan already in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from arbitrage.logs import log_context
+from placement.clouds.base import Market
+from placement.errors import NoPlacement
+from placement.policy import Action, Keep, LaunchOnDemand, LaunchSpot, Observation, Pool, UniformProgress
+from placement.selectors import blocked_pools, placement_candidates
+from workloads.models import (
+    WAITING_FOR_CAPACITY,
+    RunStatus,
+    WorkflowKind,
+    WorkflowRun,
+    Workload,
+    WorkloadInstance,
+    WorkloadStatus,
+)
+from workloads.selectors import workload_current_instance_of, workload_progress
+from workloads.services import workload_transition_locked
+from workloads.workflows.engine import workflow_run_create, workflow_run_kick
+
+logger = logging.getLogger(__name__)
+
+S = WorkloadStatus
+LIVE = (S.PROVISIONING, S.RUNNING, S.INTERRUPTED, S.UNHEALTHY)
+POOLS_CONSIDERED = 5
+
+
+@dataclass
+class TickReport:
+    looked_at: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.actions[what] = self.actions.get(what, 0) + 1
+
+
+def pool_key(provider: str, region: str, availability_zone: str, instance_type: str) -> str:
+    return f"{provider}/{region}/{availability_zone}/{instance_type}"
+
+
+def _pool_of_key(key: str) -> list[str]:
+    return key.split("/", 3)
+
+
+def arbitrage_tick(*, now: datetime | None = None) -> TickReport:
+    """One tick over every live workload (the beat task's body)."""
+    now = now or timezone.now()
+    report = TickReport()
+    blocked = {pool_key(*pool) for pool in blocked_pools()}
+    workloads = Workload.objects.filter(status__in=LIVE).prefetch_related("instances").order_by("created_at")
+    for workload in workloads:
+        report.looked_at += 1
+        with log_context(workload_id=str(workload.id)):
+            try:
+                outcome = workload_arbitrate(workload=workload, now=now, blocked=blocked)
+            except NoPlacement:
+                outcome = "no-offer"
+        report.count(outcome)
+    return report
+
+
+def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -> Observation:
+    """What the policy sees of ``workload`` now."""
+    progress = workload_progress(workload=workload, now=now)
+    instance = workload_current_instance_of(workload)
+    candidates = placement_candidates(requirements=workload.requirements, limit=POOLS_CONSIDERED, honour_blocks=False)
+    pools = tuple(
+        Pool(
+            key=pool_key(*candidate.pool),
+            spot_price=float(candidate.spot_price),
+            on_demand_price=float(candidate.on_demand_price),
+            refused=pool_key(*candidate.pool) in blocked,
+            expected_price=float(candidate.expected_cost_per_hour),
+        )
+        for candidate in candidates
+    )
+    starting = workload.status != S.RUNNING or instance is None or instance.healthy_at is None
+    idle_for = None
+    if instance is None:
+        ended = [i.terminated_at for i in workload.instances.all() if i.terminated_at is not None]
+        idle_for = max((now - max([workload.created_at, *ended])).total_seconds(), 0.0)
+    return Observation(
+        elapsed=max((now - workload.created_at).total_seconds(), 0.0),
+        progress=progress.progress_seconds,
+        job_length=float(workload.expected_duration_seconds) if workload.expected_duration_seconds else None,
+        deadline=(workload.deadline - workload.created_at).total_seconds() if workload.deadline else None,
+        restart_overhead=float(settings.LAUNCH_OVERHEAD_SECONDS),
+        market=instance.market if instance is not None else None,
+        pool=pool_key(instance.provider, instance.region, instance.availability_zone, instance.instance_type)
+        if instance is not None
+        else None,
+        starting=starting,
+        preempted=False,  # interruptions are handled as they come (workloads/recovery.py)
+        pools=pools,
+        on_demand_allowed=workload.on_demand_fallback,
+        tick=float(settings.ARBITRAGE_TICK_SECONDS),
+        idle_for=idle_for,
+    )
+
+
+def workload_arbitrate(*, workload: Workload, now: datetime, blocked: set[str]) -> str:
+    """Ask the policy about one workload and carry its answer out; what was done, in a word."""
+    observation = observation_build(workload=workload, now=now, blocked=blocked)
+    action = UniformProgress().act(observation)
+    market, pool = _target(action, refused={p.key for p in observation.pools if p.refused})
+    if market is None:
+        return "keep"
+    waiting = _waiting_run(workload)
+    if waiting is not None:
+        return "replan" if _run_replan(run_id=waiting.id, market=market, pool=pool) else "keep"
+    if workload.status == S.RUNNING and market != observation.market:
+        return "move" if workload_move(workload_id=workload.id, market=market, pool=pool) else "keep"
+    return "keep"
+
+
+def _target(action: Action, *, refused: set[str]) -> tuple[Market | None, str | None]:
+    """The market and pool an action asks for; (None, None) for Keep / Stop.
+
+    A spot launch whose every pool refused capacity recently is already known to fail:
+    its ``otherwise`` is what the policy wants then, so that is what is done.
+    """
+    if isinstance(action, LaunchSpot) and {action.pool, *action.fallbacks} <= refused:
+        return _target(action.otherwise, refused=refused)
+    if isinstance(action, LaunchOnDemand):
+        return Market.ON_DEMAND, action.pool
+    if isinstance(action, LaunchSpot):
+        return Market.SPOT, action.pool
+    if not isinstance(action, Keep):
+        logger.debug("policy answered %s: kept as it is", type(action).__name__)
+    return None, None
+
+
+def _waiting_run(workload: Workload) -> WorkflowRun | None:
+    """The provisioning or migration run that waits for capacity, if the workload is waiting."""
+    if workload.status_reason != WAITING_FOR_CAPACITY:
+        return None
+    return (
+        WorkflowRun.objects.filter(
+            workload=workload, status=RunStatus.RUNNING, kind__in=(WorkflowKind.PROVISION, WorkflowKind.MIGRATE)
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _run_replan(*, run_id: Any, market: Market, pool: str | None) -> bool:
+    """Point a waiting run at ``market`` (and ``pool``); True when the market changed and it tries now.
+
+    A new pool in the same market waits for the run's next attempt (its backoff stands).
+    """
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().get(id=run_id)
+        if run.status != RunStatus.RUNNING:
+            return False
+        market_changed = (run.payload.get("market") or Market.SPOT) != market
+        wanted_pool = _pool_of_key(pool) if pool else None
+        if not market_changed and run.payload.get("pool") == wanted_pool:
+            return False
+        run.payload = {**run.payload, "market": str(market), "pool": wanted_pool}
+        run.save(update_fields=["payload"])
+    return market_changed and workflow_run_kick(run_id=run_id)
+
+
+def workload_move(*, workload_id: Any, market: Market, pool: str | None) -> bool:
+    """Move a RUNNING workload to ``market`` (in ``pool``) through the migration workflow, like a rebalance.
+
+    False when it is not RUNNING any more or a move is already under way.
+    """
+    with transaction.atomic():
+        workload = Workload.objects.select_for_update().get(id=workload_id)
+        if workload.status != S.RUNNING:
+            return False
+        if WorkflowRun.objects.filter(workload=workload, kind=WorkflowKind.MIGRATE, status=RunStatus.RUNNING).exists():
+            return False
+        instance = (
+            WorkloadInstance.objects.filter(workload=workload, terminated_at__isnull=True)
+            .order_by("-created_at")
+            .first()
+        )
+        reason = f"the arbitrage policy moves it to {market.replace('_', '-')}" + (f" in {pool}" if pool else "")
+        workload_transition_locked(
+            workload,
+            "spot_interrupt",
+            message=f"Moving: {reason}.",
+            detail={"signal": "rebalance", "market": str(market), "pool": pool},
+        )
+        workflow_run_create(
+            kind=WorkflowKind.MIGRATE,
+            workload=workload,
+            payload={
+                "reason": reason,
+                "signal": "rebalance",
+                "market": str(market),
+                "pool": _pool_of_key(pool) if pool else None,
+                "exclude_pools": [],
+                "from_instance": str(instance.id) if instance else None,
+            },
+        )
+    return True
