@@ -31,7 +31,7 @@ from django.utils import timezone
 from arbitrage.errors import DomainError
 from arbitrage.logs import log_context
 from placement.clouds import local
-from placement.clouds.base import CloudError, InstanceNotFound, InstanceState, get_cloud
+from placement.clouds.base import CloudError, InstanceNotFound, InstanceState, Market, get_cloud
 from placement.errors import NoPlacement
 from placement.selectors import placement_candidates
 from placement.services import pool_block
@@ -265,6 +265,8 @@ def workload_simulate_interruption(*, workload_id: UUID | str, grace_seconds: fl
         raise DomainError(
             f"Only local-cloud instances can be interrupted on demand; this one runs on {instance.provider}."
         )
+    if instance.market == Market.ON_DEMAND:
+        raise DomainError("This workload runs on an on-demand instance: the cloud never reclaims those.")
     return local.interruption_notice(instance.instance_id, grace_seconds=grace_seconds)
 
 

@@ -2,8 +2,13 @@
 
 Two roles per cloud, each behind its own small interface:
 
-* ``CloudAdapter`` runs instances: create a spot instance, read its status,
-  terminate it, list the ones we manage (tag ``managed-by``).
+* ``CloudAdapter`` runs instances: create one in the request's market (spot,
+  or on demand: ``InstanceRequest.market``), read its status, terminate it,
+  list the ones we manage (tag ``managed-by``). ``create_spot_instance`` is
+  ``create_instance`` with the market forced to spot, for existing callers.
+  ``InstanceInfo.market`` says which market an instance was bought in, as the
+  cloud describes it; a GCP or Azure status check made while the create operation
+  still runs reads only the operation, which does not say, and reports the default.
 * ``PriceSource`` reads current spot prices for the catalog refresh.
 
 Both are registered by provider name (``aws``, ``gcp``, ``azure``) when the
@@ -14,6 +19,7 @@ Workflows only ever call ``get_cloud(provider)``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import shlex
 from abc import ABC, abstractmethod
@@ -25,6 +31,13 @@ from typing import TypeVar
 
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "compute-arbitrage"
+
+
+class Market(enum.StrEnum):
+    """How an instance is bought: spot (cheap, can be reclaimed or refused) or on demand (neither)."""
+
+    SPOT = "spot"
+    ON_DEMAND = "on_demand"
 
 
 class InstanceState(enum.StrEnum):
@@ -49,6 +62,7 @@ class InstanceRequest:
     region: str
     availability_zone: str
     instance_type: str
+    # The spot bid; an on-demand create pays the list price and ignores it.
     max_price_per_hour: Decimal
     tags: dict[str, str]
     image_id: str = ""
@@ -56,6 +70,7 @@ class InstanceRequest:
     env: dict[str, str] = field(default_factory=dict)
     user_data: str = ""
     health_check_port: int = 8080
+    market: Market = Market.SPOT
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,9 @@ class InstanceInfo:
     # (a GCP zone operation name, an Azure continuation token): the workflow keeps
     # it and passes it back to ``get_instance_status`` from later tasks.
     operation: str = ""
+    # Read from the cloud's own description where it has one (AWS ``InstanceLifecycle``, GCP
+    # ``scheduling.provisioningModel``, Azure ``priority``); the default where it cannot tell yet.
+    market: Market = Market.SPOT
 
     def address(self, health_check_port: int) -> str:
         """``host:port`` where the workload answers."""
@@ -172,8 +190,17 @@ class CloudAdapter(ABC):
     provider: str
 
     @abstractmethod
+    def create_instance(self, request: InstanceRequest) -> InstanceInfo:
+        """Create (or find, by ``request.idempotency_token``) one instance in ``request.market``.
+
+        A spot create may be refused for want of capacity (``CapacityError``) or of price
+        (``PriceTooLowError``); an on-demand one can still meet ``CapacityError`` when the
+        cloud has none of that type left in the zone.
+        """
+
     def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
-        """Create (or find, by ``request.idempotency_token``) one spot instance."""
+        """``create_instance`` in the spot market, whatever ``request.market`` says (for callers before markets)."""
+        return self.create_instance(dataclasses.replace(request, market=Market.SPOT))
 
     @abstractmethod
     def get_instance_status(self, instance_id: str, region: str, *, operation: str = "") -> InstanceInfo:

@@ -13,7 +13,11 @@ on 127.0.0.1 at ``.base_url``, accepting any bearer token:
   stays, ``Failed``, instance view ``ProvisioningState/failed/<code>``). Reading the VM
   counts as a poll too, so a client that does not follow the operation still sees it advance.
   A PUT of an existing VM answers 200 and the VM's creation operation (create-or-update
-  is idempotent on the name).
+  is idempotent on the name); one that changes its ``priority`` is refused, as ARM refuses it.
+* ``properties.priority`` is stored as sent (``Spot``, ``Regular``, or left out: Regular). As
+  ARM does, a VM that is not Spot (or the older Low) cannot have an ``evictionPolicy`` or a
+  ``billingProfile.maxPrice`` (400 ``EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines``,
+  ``MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines``).
 * ``DELETE`` answers 202 with an ``Azure-AsyncOperation`` (already Succeeded) and the VM
   is gone, with the NIC and public IP its inline network configuration made
   (``deleteOption: Delete``); an unknown VM answers 204.
@@ -26,7 +30,7 @@ on 127.0.0.1 at ``.base_url``, accepting any bearer token:
 
 Errors are ARM's ``{"error": {"code", "message"}}``. Test controls: ``fail_put()``
 (the next PUTs answer an error), ``fail_requests()`` (the next requests of any kind),
-``fail_operation()`` (the next created VM's operation ends Failed), ``evict()``,
+``fail_operation()`` (the next created VM's operation ends Failed), ``evict()``, ``deallocate()``,
 ``expire_operations()``; ``vms`` (the VMs' ARM JSON by name), ``last_put_body``,
 ``requests`` (method and path of each), ``authorizations`` (the Authorization headers seen).
 ``worker_env()`` is the environment a process needs to run the ``azure`` backend against it.
@@ -82,6 +86,11 @@ def _now() -> str:
 
 def _error(status: int, code: str, message: str) -> Answer:
     return status, {}, {"error": {"code": code, "message": message}}
+
+
+def _priority(properties: dict[str, Any]) -> str:
+    """A VM's priority, casefolded: one sent without any is Regular."""
+    return str(properties.get("priority") or "Regular").casefold()
 
 
 class AzureEmulator(EmulatorServer):
@@ -175,6 +184,11 @@ class AzureEmulator(EmulatorServer):
             else:
                 record["resource"]["properties"]["provisioningState"] = "Deleting"
                 record["power"] = "deallocated"
+
+    def deallocate(self, name: str) -> None:
+        """Stop and deallocate a VM as its owner would (``az vm deallocate``): no eviction is logged."""
+        with self._lock:
+            self._vms[self._find(name)]["power"] = "deallocated"
 
     @property
     def vms(self) -> dict[str, dict[str, Any]]:
@@ -270,9 +284,13 @@ class AzureEmulator(EmulatorServer):
         problem = self._invalid(body)
         if problem:
             return _error(400, "InvalidParameter", problem)
+        if spot_only := self._spot_only_settings(body):
+            return _error(400, *spot_only)
         key = (rg.casefold(), name.casefold())
         existing = self._vms.get(key)
         if existing is not None:
+            if _priority(existing["resource"]["properties"]) != _priority(body["properties"]):
+                return _error(409, "PropertyChangeNotAllowed", "Changing property 'priority' is not allowed.")
             operation = self._operations.get(existing["operation"])
             headers = self._operation_headers(sub, existing["resource"]["location"], existing["operation"])
             if operation is None:
@@ -323,6 +341,24 @@ class AzureEmulator(EmulatorServer):
                 if not ((ip_config.get("properties") or {}).get("subnet") or {}).get("id"):
                     return "Subnet is required in ipConfigurations."
         return ""
+
+    @staticmethod
+    def _spot_only_settings(body: dict[str, Any]) -> tuple[str, str] | None:
+        """ARM's (code, message) for Spot-only settings on a VM that is not Spot, or None."""
+        properties = body.get("properties") or {}
+        if _priority(properties) in ("spot", "low"):
+            return None
+        if properties.get("evictionPolicy"):
+            return (
+                "EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines",
+                "Eviction policy can be set only on Azure Spot Virtual Machines.",
+            )
+        if (properties.get("billingProfile") or {}).get("maxPrice") is not None:
+            return (
+                "MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines",
+                "Max price is supported only for Azure Spot Virtual Machines.",
+            )
+        return None
 
     def _get(self, rg: str, name: str, *, expand: bool = False, instance_view_only: bool = False) -> Answer:
         record = self._vms.get((rg.casefold(), name.casefold()))

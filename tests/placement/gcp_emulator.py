@@ -17,6 +17,11 @@ Lists page with ``maxResults`` / ``pageToken`` and understand the filter express
 adapter sends (``field = "value"``, ``!=``, ``eq`` / ``ne`` regexes, joined by ``AND`` or
 parenthesised), with ``labels.<key>`` for labels.
 
+The instance's ``scheduling`` is stored as sent, with the defaults the API fills in for a
+STANDARD (on-demand) VM, the model of one sent without any: ``provisioningModel: STANDARD``,
+``preemptible: false``, ``automaticRestart: true``, ``onHostMaintenance: MIGRATE``. A termination
+action on a STANDARD VM is refused as the API refuses it (400 ``invalid``).
+
 Lifecycle, counted in reads so tests are deterministic: an insert's operation answers
 RUNNING until it has been read ``operation_polls`` times (default 1), then DONE; the
 instance is PROVISIONING until then, then answers STAGING for ``boot_polls`` reads
@@ -430,6 +435,7 @@ class GcpEmulator(EmulatorServer):
                 f"Invalid value for field 'resource.disks[0].initializeParams.sourceImage': '{image}'. "
                 "The referenced image resource cannot be found.",
             )
+        scheduling = self._scheduling(body.get("scheduling"))
         key = f"{zone}/{name}"
         if key in self.instances:
             raise ApiError(409, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' already exists")
@@ -451,6 +457,7 @@ class GcpEmulator(EmulatorServer):
             else f"{API}/projects/{self.project}/" + machine_type,
             status="PROVISIONING",
             networkInterfaces=interfaces,
+            scheduling=scheduling,
             _bootLeft=self.boot_polls,
         )
         operation = self._new_operation(zone, "insert", instance, done=False)
@@ -461,6 +468,32 @@ class GcpEmulator(EmulatorServer):
         if request_id:
             self._request_ids[request_id] = f"{zone}/{operation['name']}"
         return self._public(operation)
+
+    @staticmethod
+    def _scheduling(sent: Any) -> dict[str, Any]:
+        """The instance's scheduling as the API stores it: what was sent, a STANDARD VM's defaults filled in."""
+        scheduling = copy.deepcopy(sent) if isinstance(sent, dict) else {}
+        preemptible = bool(scheduling.get("preemptible"))
+        model = scheduling.get("provisioningModel") or ("SPOT" if preemptible else "STANDARD")
+        if model == "STANDARD":
+            action = scheduling.get("instanceTerminationAction")
+            # Compute Engine allows a termination action on STANDARD VMs only with a limited run time.
+            if action and not (scheduling.get("maxRunDuration") or scheduling.get("terminationTime")):
+                raise ApiError(
+                    400,
+                    f"Invalid value for field 'resource.scheduling.instanceTerminationAction': '{action}'. "
+                    "You cannot specify a termination action for a VM instance that has the standard "
+                    "provisioning model (default). To use instance termination action, the VM instance must use "
+                    "the Spot or Reservation-Bound provisioning model.",
+                )
+            scheduling = {
+                "onHostMaintenance": "MIGRATE",
+                "automaticRestart": True,
+                "preemptible": False,
+                **scheduling,
+                "provisioningModel": "STANDARD",
+            }
+        return scheduling
 
     def _get_instance(self, zone: str, name: str) -> dict[str, Any]:
         instance = self._find(zone, name)

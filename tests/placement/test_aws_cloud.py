@@ -1,4 +1,4 @@
-"""The AWS spot adapter against a fake EC2 and SQS: moto in-process (``mock_aws``) and moto's server on loopback.
+"""The AWS adapter, spot and on demand, against a fake EC2 and SQS: moto in-process (``mock_aws``) and moto's server.
 
 Outcomes are read back from the fake cloud with plain boto3 (or from moto's
 backend), not from mocks. Errors are AWS's real error bodies, returned to the
@@ -32,6 +32,7 @@ from placement.clouds.base import (
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
+    Market,
     PermanentCloudError,
     PriceTooLowError,
     QuotaError,
@@ -137,6 +138,7 @@ def test_create_launches_a_tagged_one_time_spot_instance_running_the_workload(
 
     status = cloud.get_instance_status(created.instance_id, REGION)
     assert status.state is InstanceState.RUNNING
+    assert (created.market, status.market) == (Market.SPOT, Market.SPOT)
     assert status.public_ip and status.public_ip == instance["PublicIpAddress"]
     assert (status.instance_type, status.availability_zone, status.tags) == ("m5.large", ZONE, tags)
     assert status.launched_at == instance["LaunchTime"] and status.launched_at.tzinfo is UTC
@@ -178,6 +180,57 @@ def test_a_retried_create_returns_the_instance_the_token_already_launched(cloud:
     assert [instance["InstanceId"] for instance in all_instances(ec2)] == [first.instance_id]
     other = cloud.create_spot_instance(make_request("ca-other"))
     assert other.instance_id != first.instance_id and len(all_instances(ec2)) == 2
+
+
+def test_an_on_demand_create_launches_an_instance_without_spot_market_options(
+    cloud: AwsCloud, ec2: Any, ami: str
+) -> None:
+    sent: list[dict[str, Any]] = []
+    cloud.client(REGION).meta.events.register(
+        "before-call.ec2.RunInstances", lambda params, **_: sent.append(params["body"])
+    )
+    request = make_request("ca-on-demand", market=Market.ON_DEMAND, command=("python", "-m", "agent"))
+
+    created = cloud.create_instance(request)
+
+    # What the cloud was asked for: no market options at all (EC2's way of buying on demand), no max price.
+    assert not [name for name in sent[0] if name.startswith("InstanceMarketOptions")]
+    assert (sent[0]["ClientToken"], sent[0]["InstanceType"]) == ("ca-on-demand", "m5.large")
+    # What the fake cloud launched: an instance EC2 describes without a spot lifecycle.
+    instance = described(ec2, created.instance_id)
+    assert instance.get("InstanceLifecycle") != "spot"
+    assert (instance["ImageId"], instance["ClientToken"], instance["Placement"]["AvailabilityZone"]) == (
+        ami,
+        "ca-on-demand",
+        ZONE,
+    )
+    tags = {**MANAGED, "Name": "arbitrage-wl-1", IDEMPOTENCY_TAG: "ca-on-demand"}
+    assert {tag["Key"]: tag["Value"] for tag in instance["Tags"]} == tags
+    user_data = ec2.describe_instance_attribute(InstanceId=created.instance_id, Attribute="userData")
+    assert base64.b64decode(user_data["UserData"]["Value"]).decode() == base.startup_script(request)
+    assert created.market is Market.ON_DEMAND
+
+    status = cloud.get_instance_status(created.instance_id, REGION)
+    assert (status.state, status.market) == (InstanceState.RUNNING, Market.ON_DEMAND)
+    assert [(info.instance_id, info.market) for info in cloud.list_managed_instances(REGION)] == [
+        (created.instance_id, Market.ON_DEMAND)
+    ]
+
+
+def test_a_retried_on_demand_create_returns_the_instance_the_token_already_launched(cloud: AwsCloud, ec2: Any) -> None:
+    first = cloud.create_instance(make_request("ca-same", market=Market.ON_DEMAND))
+    again = cloud.create_instance(make_request("ca-same", market=Market.ON_DEMAND))
+
+    assert again.instance_id == first.instance_id
+    assert again.market is Market.ON_DEMAND
+    assert [instance["InstanceId"] for instance in all_instances(ec2)] == [first.instance_id]
+
+
+def test_create_spot_instance_buys_spot_whatever_the_request_says(cloud: AwsCloud, ec2: Any) -> None:
+    created = cloud.create_spot_instance(make_request(market=Market.ON_DEMAND))
+
+    assert described(ec2, created.instance_id)["InstanceLifecycle"] == "spot"
+    assert created.market is Market.SPOT
 
 
 # --- status, terminate, list -----------------------------------------------------------------
@@ -361,6 +414,21 @@ def test_aws_errors_are_normalised_keeping_the_clouds_code_and_message(
     assert type(raised.value) is kind
     assert (raised.value.code, raised.value.message, raised.value.provider) == (code, message, "aws")
     assert len(attempts) == 1 and server_instances(fake_aws) == []
+
+
+def test_no_on_demand_capacity_is_a_capacity_error_too(fake_aws: str) -> None:
+    cloud = server_cloud(fake_aws, max_attempts=1)
+    message = (
+        "We currently do not have sufficient m5.large capacity in the Availability Zone you requested (us-east-1b). "
+        "Our system will be working on provisioning additional capacity."
+    )
+    answer_with(cloud, "RunInstances", 500, ec2_error("InsufficientInstanceCapacity", message))
+
+    with pytest.raises(CapacityError) as raised:
+        cloud.create_instance(make_request(market=Market.ON_DEMAND))
+
+    assert (raised.value.code, raised.value.message) == ("InsufficientInstanceCapacity", message)
+    assert server_instances(fake_aws) == []
 
 
 def test_throttling_is_retried_a_few_times_by_the_client(fake_aws: str) -> None:

@@ -1,4 +1,4 @@
-"""The Azure Spot VM adapter (azure-mgmt-compute / azure-mgmt-network) against a local ARM emulator.
+"""The Azure VM adapter, Spot and Regular (azure-mgmt-compute / azure-mgmt-network), against a local ARM emulator.
 
 No network beyond loopback: every adapter talks to ``AzureEmulator`` with a static
 bearer token, and ``DefaultAzureCredential`` is never constructed (an autouse fixture
@@ -18,11 +18,13 @@ from arbitrage.env import ConfigError
 from placement.clouds import base
 from placement.clouds.azure import AzureCloud, StaticTokenCredential, classify, cloud_error
 from placement.clouds.azure import adapter as azure_adapter
+from placement.clouds.azure.resources import vm_body
 from placement.clouds.base import (
     CapacityError,
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
+    Market,
     PermanentCloudError,
     PriceTooLowError,
     QuotaError,
@@ -161,6 +163,92 @@ def test_put_body_is_a_spot_vm_with_inline_network_and_the_startup_script(emulat
     assert ip_config["properties"]["subnet"] == {"id": emulator.subnet_id(REGION)}
     public_ip = ip_config["properties"]["publicIPAddressConfiguration"]
     assert public_ip["properties"]["deleteOption"] == "Delete"
+
+
+def test_an_on_demand_create_puts_a_regular_vm_and_its_status_reports_on_demand(emulator, cloud) -> None:
+    request = make_request(market=Market.ON_DEMAND)
+
+    created = cloud.create_instance(request)
+
+    assert (created.state, created.market) == (InstanceState.PENDING, Market.ON_DEMAND)
+    sent = emulator.last_put_body["properties"]
+    assert sent["priority"] == "Regular"
+    assert "evictionPolicy" not in sent and "billingProfile" not in sent  # ARM refuses both on a Regular VM
+    assert sent["hardwareProfile"] == {"vmSize": "Standard_D2s_v5"}
+    assert base64.b64decode(sent["osProfile"]["customData"]).decode() == base.startup_script(request)
+    stored = emulator.vms[request.idempotency_token]["properties"]
+    assert stored["priority"] == "Regular" and "evictionPolicy" not in stored
+
+    running = run_to_completion(cloud, created)
+    assert (running.state, running.market) == (InstanceState.RUNNING, Market.ON_DEMAND)
+    assert running.public_ip == "127.0.0.1" and running.tags == request.tags
+    (listed,) = cloud.list_managed_instances(REGION)
+    assert (listed.instance_id, listed.market) == (created.instance_id, Market.ON_DEMAND)
+
+
+def test_a_spot_vm_reads_back_as_spot(emulator, cloud) -> None:
+    created = cloud.create_instance(make_request())
+
+    assert emulator.vms[created.instance_id]["properties"]["priority"] == "Spot"
+    assert (created.market, run_to_completion(cloud, created).market) == (Market.SPOT, Market.SPOT)
+    assert [listed.market for listed in cloud.list_managed_instances(REGION)] == [Market.SPOT]
+
+
+def test_a_retried_on_demand_create_finds_the_same_vm(emulator, cloud) -> None:
+    request = make_request(market=Market.ON_DEMAND)
+    first = cloud.create_instance(request)
+    again = cloud.create_instance(request)
+
+    assert again.instance_id == first.instance_id
+    assert list(emulator.vms) == [request.idempotency_token]
+    assert run_to_completion(cloud, again).market is Market.ON_DEMAND
+
+
+def test_a_create_cannot_turn_an_existing_spot_vm_into_an_on_demand_one(emulator, cloud) -> None:
+    spot = cloud.create_instance(make_request())
+
+    with pytest.raises(PermanentCloudError, match="Changing property 'priority' is not allowed") as excinfo:
+        cloud.create_instance(make_request(market=Market.ON_DEMAND))
+
+    assert excinfo.value.code == "PropertyChangeNotAllowed"
+    assert emulator.vms[spot.instance_id]["properties"]["priority"] == "Spot"
+
+
+def test_a_deallocated_on_demand_vm_is_terminated_without_reading_the_activity_log(emulator, cloud) -> None:
+    created = cloud.create_instance(make_request(market=Market.ON_DEMAND))
+    run_to_completion(cloud, created)
+    emulator.deallocate(created.instance_id)
+    emulator.requests.clear()
+
+    stopped = cloud.get_instance_status(created.instance_id, REGION)
+
+    assert (stopped.state, stopped.market) == (InstanceState.TERMINATED, Market.ON_DEMAND)
+    assert not [path for _, path in emulator.requests if "Microsoft.Insights" in path]  # only Spot VMs are evicted
+
+
+@pytest.mark.parametrize(
+    ("spot_only", "code"),
+    [
+        ({"evictionPolicy": "Delete"}, "EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines"),
+        ({"billingProfile": {"maxPrice": 0.0192}}, "MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines"),
+    ],
+)
+def test_the_emulator_refuses_spot_settings_on_a_regular_vm_as_arm_does(emulator, cloud, spot_only, code) -> None:
+    body = vm_body(
+        name="ca-regular",
+        request=make_request(market=Market.ON_DEMAND),
+        subnet_id=emulator.subnet_id(REGION),
+        image="Canonical:ubuntu-24_04-lts:server:latest",
+        admin_username="arbitrage",
+        ssh_public_key=SSH_KEY,
+    )
+    body["properties"].update(spot_only)
+
+    with pytest.raises(HttpResponseError) as excinfo:
+        cloud._compute.virtual_machines.begin_create_or_update(emulator.resource_group, "ca-regular", body)
+
+    assert (excinfo.value.status_code, excinfo.value.error.code) == (400, code)
+    assert emulator.vms == {}
 
 
 def test_a_regional_pool_has_no_zone_and_image_ids_are_honoured(emulator, cloud) -> None:

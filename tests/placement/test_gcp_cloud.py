@@ -1,4 +1,4 @@
-"""The GCP Spot VM adapter (google-cloud-compute, REST transport) against the local Compute Engine emulator.
+"""The GCP adapter, Spot and on-demand VMs (google-cloud-compute, REST transport), against the local emulator.
 
 Nothing leaves the machine: every test checks that the SDK's requests reached the emulator.
 """
@@ -26,6 +26,7 @@ from placement.clouds.base import (
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
+    Market,
     PermanentCloudError,
     QuotaError,
     TransientCloudError,
@@ -193,6 +194,79 @@ def test_a_retried_create_finds_the_instance_it_made(gcp: GcpEmulator, cloud: Gc
     assert len(gcp.inserts) == 3 and list(gcp.instances) == [f"{ZONE}/{TOKEN}"]
     assert late.instance_id == first.instance_id
     assert late.state in (InstanceState.PENDING, InstanceState.RUNNING)
+
+
+def test_an_on_demand_create_inserts_a_standard_vm_and_its_status_reports_on_demand(
+    gcp: GcpEmulator, cloud: GcpCloud
+) -> None:
+    info = cloud.create_instance(spot_request(market=Market.ON_DEMAND))
+
+    assert (info.state, info.market) == (InstanceState.PENDING, Market.ON_DEMAND)
+    (body,) = gcp.inserts
+    # No termination action (Compute Engine refuses one on STANDARD VMs); restarts and maintenance are its defaults.
+    assert body["scheduling"] == {"provisioningModel": "STANDARD", "preemptible": False}
+    assert body["name"] == TOKEN and body["labels"] == {"workload-id": "w-42", "managed-by": "compute-arbitrage"}
+    assert body["metadata"]["items"][0]["value"] == base.startup_script(spot_request())
+    stored = gcp.instance(TOKEN)["scheduling"]
+    assert stored["provisioningModel"] == "STANDARD" and "instanceTerminationAction" not in stored
+    assert (stored["preemptible"], stored["automaticRestart"]) == (False, True)
+
+    gcp.finish()
+    running = status(cloud, info)
+    assert (running.state, running.market) == (InstanceState.RUNNING, Market.ON_DEMAND)
+    (listed,) = cloud.list_managed_instances(REGION)
+    assert (listed.instance_id, listed.market) == (info.instance_id, Market.ON_DEMAND)
+
+
+def test_a_spot_vm_reads_back_as_spot(gcp: GcpEmulator, cloud: GcpCloud) -> None:
+    info = cloud.create_instance(spot_request())
+    gcp.finish()
+
+    assert gcp.instance(TOKEN)["scheduling"]["provisioningModel"] == "SPOT"
+    assert (info.market, status(cloud, info).market) == (Market.SPOT, Market.SPOT)
+    assert [listed.market for listed in cloud.list_managed_instances(REGION)] == [Market.SPOT]
+
+
+def test_a_retried_on_demand_create_finds_the_instance_it_made(gcp: GcpEmulator, cloud: GcpCloud) -> None:
+    first = cloud.create_instance(spot_request(market=Market.ON_DEMAND))
+    again = cloud.create_instance(spot_request(market=Market.ON_DEMAND))
+
+    assert len(gcp.inserts) == 2 and len(gcp.instances) == 1
+    assert (again.instance_id, again.operation, again.market) == (first.instance_id, first.operation, Market.ON_DEMAND)
+
+    gcp.finish()
+    gcp.forget_request_ids()  # the retry now meets 409 alreadyExists and reads the instance instead
+    late = cloud.create_instance(spot_request(market=Market.ON_DEMAND))
+    assert list(gcp.instances) == [f"{ZONE}/{TOKEN}"]
+    assert (late.instance_id, late.market) == (first.instance_id, Market.ON_DEMAND)
+
+
+def test_a_stopped_on_demand_vm_is_terminated_without_looking_for_a_preemption(
+    gcp: GcpEmulator, cloud: GcpCloud
+) -> None:
+    info = cloud.create_instance(spot_request(market=Market.ON_DEMAND))
+    gcp.finish()
+    gcp.instances[f"{ZONE}/{TOKEN}"]["status"] = "TERMINATED"
+    gcp.requests.clear()
+
+    assert cloud.get_instance_status(info.instance_id, REGION).state is InstanceState.TERMINATED
+    assert calls(gcp) == [f"GET zones/{ZONE}/instances/{TOKEN}"]  # only Spot VMs are preempted
+
+
+def test_the_emulator_refuses_a_termination_action_on_a_standard_vm_as_compute_engine_does(gcp: GcpEmulator) -> None:
+    body = {
+        "name": TOKEN,
+        "machineType": f"zones/{ZONE}/machineTypes/n2-standard-2",
+        "scheduling": {"provisioningModel": "STANDARD", "instanceTerminationAction": "DELETE"},
+    }
+
+    status_code, answer = gcp.handle(
+        "POST", f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances", json.dumps(body).encode(), {}
+    )
+
+    assert status_code == 400 and answer["error"]["errors"][0]["reason"] == "invalid"
+    assert "cannot specify a termination action" in answer["error"]["message"]
+    assert gcp.instances == {}
 
 
 # --- errors -----------------------------------------------------------------------------------------------

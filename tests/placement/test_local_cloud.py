@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from placement.clouds import base, local
-from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState
+from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState, Market
 
 REGION = "us-east-1"
 TIMEOUT = 20.0  # generous: a busy 2-core CI machine
@@ -389,6 +389,70 @@ def test_interrupt_preempts_the_instance(aws: local.LocalCloud) -> None:
     assert state_of(aws, info).state is InstanceState.TERMINATED
     local.interrupt(info.instance_id)  # nothing left to reclaim
     assert state_of(aws, info).state is InstanceState.TERMINATED
+
+
+# --- on demand ---------------------------------------------------------------------------------
+
+
+def test_an_on_demand_instance_is_recorded_as_on_demand_and_reported_so(aws: local.LocalCloud) -> None:
+    info = aws.create_instance(make_request(market=Market.ON_DEMAND))
+
+    assert info.market is Market.ON_DEMAND
+    assert answer(info)[0] == 200
+    assert local._load(info.instance_id)["market"] == "on_demand"
+    running = wait_for_state(aws, info, InstanceState.RUNNING)
+    assert running.market is Market.ON_DEMAND
+    assert [(listed.instance_id, listed.market) for listed in aws.list_managed_instances(REGION)] == [
+        (info.instance_id, Market.ON_DEMAND)
+    ]
+    spot = aws.create_instance(make_request("token-2"))
+    assert (spot.market, local._load(spot.instance_id)["market"]) == (Market.SPOT, "spot")
+
+
+def test_a_retried_on_demand_create_finds_the_same_instance(aws: local.LocalCloud) -> None:
+    first = aws.create_instance(make_request(market=Market.ON_DEMAND))
+    again = aws.create_instance(make_request(market=Market.ON_DEMAND))
+
+    assert (again.instance_id, again.market) == (first.instance_id, Market.ON_DEMAND)
+    assert len(local.instances_all()) == 1
+
+
+def test_an_on_demand_instance_ignores_an_injected_spot_capacity_fault(aws: local.LocalCloud) -> None:
+    local.faults_set(no_capacity_pools=[{"provider": "aws", "instance_type": "m5.large"}])
+    with pytest.raises(base.CapacityError):
+        aws.create_instance(make_request("spot-token"))
+
+    info = aws.create_instance(make_request("on-demand-token", market=Market.ON_DEMAND))
+
+    assert answer(info)[0] == 200
+    assert [instance.instance_id for instance in local.instances_all()] == [info.instance_id]
+
+
+def test_an_on_demand_instance_cannot_be_interrupted(aws: local.LocalCloud) -> None:
+    info = aws.create_instance(make_request(market=Market.ON_DEMAND))
+    answer(info)
+    pid = local.instance_pid(info.instance_id)
+
+    with pytest.raises(local.InstanceNotInterruptible, match="on demand") as raised:
+        local.interrupt(info.instance_id)
+    assert isinstance(raised.value, base.CloudError) and raised.value.provider == "aws"
+    with pytest.raises(local.InstanceNotInterruptible):
+        local.interruption_notice(info.instance_id, grace_seconds=0)
+
+    assert pid and pid_running(pid)  # refused: the workload was never stopped
+    assert state_of(aws, info).state is InstanceState.RUNNING
+    assert answer(info)[0] == 200
+
+
+def test_instances_recorded_before_markets_existed_read_as_spot(aws: local.LocalCloud) -> None:
+    info = aws.create_instance(make_request())
+    record = local._load(info.instance_id)
+    del record["market"]
+    local._save(record)
+
+    assert state_of(aws, info).market is Market.SPOT
+    local.interrupt(info.instance_id)  # and can still be reclaimed
+    assert state_of(aws, info).state is InstanceState.PREEMPTED
 
 
 def test_list_managed_instances_filters_by_provider_region_tag_and_state(aws: local.LocalCloud) -> None:

@@ -1,10 +1,10 @@
-"""AWS: the EC2 spot adapter (``AwsCloud``) and the spot price source (``AwsPriceSource``).
+"""AWS: the EC2 adapter (``AwsCloud``, spot and on demand) and the spot price source (``AwsPriceSource``).
 
 Both use boto3 and take credentials the standard boto3 way (environment, profile,
 instance role); every botocore error they meet is normalised by ``normalise_error``
 into the ``CloudError`` family of ``placement.clouds.base``.
 
-* ``adapter``: ``AwsCloud``, one-time spot instances through ``RunInstances``,
+* ``adapter``: ``AwsCloud``, one-time spot or on-demand instances through ``RunInstances``,
   ``DescribeInstances`` and ``TerminateInstances``, and the interruption warnings of
   the region's SQS queue (``AWS_INTERRUPTION_QUEUE_URLS``).
 * ``interruptions``: the "EC2 Spot Instance Interruption Warning" events in that queue.

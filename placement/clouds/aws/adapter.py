@@ -1,8 +1,10 @@
-"""The EC2 spot adapter, ``AwsCloud``: one-time spot instances through boto3.
+"""The EC2 adapter, ``AwsCloud``: one-time spot instances, or on-demand ones, through boto3.
 
-Instances are launched with ``RunInstances`` (terminated, not stopped, when AWS reclaims
-the capacity), found again by their idempotency token, read with ``DescribeInstances``,
-terminated with ``TerminateInstances``. The two-minute interruption warnings come from
+Instances are launched with ``RunInstances`` (a spot one with one-time market options, so it
+is terminated, not stopped, when AWS reclaims the capacity; an on-demand one without any market
+options, which is how EC2 buys on demand), found again by their idempotency token, read with
+``DescribeInstances`` (``InstanceLifecycle: spot`` marks a spot instance), terminated with
+``TerminateInstances``. The two-minute interruption warnings come from
 an SQS queue per region that an EventBridge rule feeds (``AWS_INTERRUPTION_QUEUE_URLS``).
 ``AWS_EC2_ENDPOINT_URL`` points EC2 at another endpoint (a VPC endpoint, or moto in tests).
 """
@@ -32,6 +34,7 @@ from placement.clouds.base import (
     InstanceRequest,
     InstanceState,
     InterruptionWarning,
+    Market,
     PermanentCloudError,
 )
 
@@ -105,7 +108,7 @@ def _new_session() -> botocore.session.Session:
 
 
 class AwsCloud(CloudAdapter):
-    """EC2 one-time spot instances, one EC2 client per region (created on first use, then reused).
+    """EC2 one-time spot or on-demand instances, one EC2 client per region (created on first use, then reused).
 
     ``ami_ids`` and ``security_group_ids`` are per region, ``subnet_ids`` per
     availability zone, ``interruption_queue_urls`` per region (the SQS queue of
@@ -204,8 +207,8 @@ class AwsCloud(CloudAdapter):
 
     # --- CloudAdapter ---
 
-    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
-        """Launch one one-time spot instance, or return the one this token already launched.
+    def create_instance(self, request: InstanceRequest) -> InstanceInfo:
+        """Launch one instance in ``request.market``, or return the one this token already launched.
 
         EC2 itself makes ``RunInstances`` idempotent by ``ClientToken``; the
         instance also carries the token as a tag, looked up first, so fakes that
@@ -231,13 +234,21 @@ class AwsCloud(CloudAdapter):
         with normalised():
             answer = self.client(request.region).run_instances(**params)
         info = self._info(answer["Instances"][0], request.region)
-        logger.info(
-            "aws: created spot instance %s (%s in %s, max %s/h)",
-            info.instance_id,
-            request.instance_type,
-            request.availability_zone,
-            params["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"],
-        )
+        if request.market is Market.SPOT:
+            logger.info(
+                "aws: created spot instance %s (%s in %s, max %s/h)",
+                info.instance_id,
+                request.instance_type,
+                request.availability_zone,
+                params["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"],
+            )
+        else:
+            logger.info(
+                "aws: created on-demand instance %s (%s in %s)",
+                info.instance_id,
+                request.instance_type,
+                request.availability_zone,
+            )
         return info
 
     def _run_instances_params(self, request: InstanceRequest, image_id: str) -> dict[str, Any]:
@@ -249,20 +260,22 @@ class AwsCloud(CloudAdapter):
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": request.idempotency_token,
-            "InstanceMarketOptions": {
-                "MarketType": "spot",
-                "SpotOptions": {
-                    "MaxPrice": format(request.max_price_per_hour, "f"),  # never exponent notation
-                    "SpotInstanceType": "one-time",
-                    "InstanceInterruptionBehavior": "terminate",
-                },
-            },
             "InstanceInitiatedShutdownBehavior": "terminate",
             "UserData": base.startup_script(request),  # botocore base64-encodes it
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": [{"Key": key, "Value": value} for key, value in tags.items()]}
             ],
         }
+        # EC2 has no "on-demand" market type: leaving the market options out is what buys on demand.
+        if request.market is Market.SPOT:
+            params["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "MaxPrice": format(request.max_price_per_hour, "f"),  # never exponent notation
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
         subnet_id = self.subnet_ids.get(request.availability_zone)
         if subnet_id:
             params["SubnetId"] = subnet_id  # the subnet decides the zone
@@ -376,6 +389,8 @@ class AwsCloud(CloudAdapter):
             tags={tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
             launched_at=launched_at.astimezone(UTC) if isinstance(launched_at, datetime) else None,
             state_reason=reason_message,
+            # EC2 marks only spot instances ("spot"; others have no lifecycle, or "scheduled"/"capacity-block").
+            market=Market.SPOT if instance.get("InstanceLifecycle") == "spot" else Market.ON_DEMAND,
         )
 
 

@@ -1,6 +1,6 @@
-"""Azure: spot prices from the public Retail Prices API, and Spot VMs through Azure Resource Manager.
+"""Azure: spot prices from the public Retail Prices API, and Spot or Regular VMs through Azure Resource Manager.
 
-* ``adapter``: ``AzureCloud`` (backend ``azure``), one Spot VM per instance, its network
+* ``adapter``: ``AzureCloud`` (backend ``azure``), one VM per instance (Spot, or Regular on demand), its network
   declared inline, created without waiting and followed one status request at a time.
 * ``resources``: the VM body the adapter PUTs and the reading of ARM's JSON answers.
 * ``polling``: ``OneStepPolling``, ARM's long-running-operation polling, one request per check.

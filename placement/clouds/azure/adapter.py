@@ -1,12 +1,13 @@
-"""The Spot VM adapter, ``AzureCloud`` (backend ``azure``): Azure Resource Manager through azure-mgmt-compute.
+"""The VM adapter, ``AzureCloud`` (backend ``azure``): Azure Resource Manager through azure-mgmt-compute.
 
 One VM per instance, created with azure-mgmt-compute in ``AZURE_RESOURCE_GROUP``:
 
 * The VM's name is the request's idempotency token, so a retried create is a PUT of
   the same resource (ARM's create-or-update is idempotent on the name) and finds
-  the VM it already made. ``priority: Spot``, ``evictionPolicy: Delete``,
-  ``billingProfile.maxPrice`` our bid, the request's tags; the boot script
-  (``base.startup_script``) goes in as custom data.
+  the VM it already made. A spot request is ``priority: Spot``, ``evictionPolicy: Delete``,
+  ``billingProfile.maxPrice`` our bid; an on-demand one ``priority: Regular`` with
+  neither. Both carry the request's tags; the boot script (``base.startup_script``)
+  goes in as custom data. The VM's ``priority`` tells ``InstanceInfo.market`` back.
 * The network interface and its public IP are declared inline
   (``networkProfile.networkInterfaceConfigurations``, network API 2020-11-01) on the
   region's subnet (``AZURE_SUBNET_IDS``), each deleted with the VM: one PUT makes
@@ -16,7 +17,7 @@ One VM per instance, created with azure-mgmt-compute in ``AZURE_RESOURCE_GROUP``
   (see ``polling.OneStepPolling``). Transport retries are limited to one reconnect; a
   throttled (429) or failing (5xx) answer is raised as ``TransientCloudError`` at
   once for the workflow to retry later, instead of a worker sleeping out a backoff.
-* Eviction. With the Delete policy Azure deletes an evicted VM (and its disks,
+* Eviction (Spot VMs only). With the Delete policy Azure deletes an evicted VM (and its disks,
   NIC and IP); the only record of why is the subscription's activity log, where the
   platform writes ``Microsoft.Compute/virtualMachines/evictSpotVM/action`` against
   the VM. When a VM is gone or being deleted, the adapter reads that log for it:
@@ -50,8 +51,15 @@ from placement.clouds import base, config
 from placement.clouds.azure.credentials import PlainHttpAuthenticationPolicy, StaticTokenCredential, default_credential
 from placement.clouds.azure.errors import PROVIDER, cloud_error, json_of, operation_error, provisioning_error
 from placement.clouds.azure.polling import OneStepPolling
-from placement.clouds.azure.resources import vm_body
-from placement.clouds.base import InstanceInfo, InstanceNotFound, InstanceRequest, InstanceState, PermanentCloudError
+from placement.clouds.azure.resources import market_of, vm_body
+from placement.clouds.base import (
+    InstanceInfo,
+    InstanceNotFound,
+    InstanceRequest,
+    InstanceState,
+    Market,
+    PermanentCloudError,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -69,7 +77,7 @@ _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}[A-Za-z0-9_]$|^[A-Za-z0-
 
 
 class AzureCloud(base.CloudAdapter):
-    """Azure Spot VMs through Azure Resource Manager (azure-mgmt-compute / azure-mgmt-network)."""
+    """Azure Spot and Regular VMs through Azure Resource Manager (azure-mgmt-compute / azure-mgmt-network)."""
 
     provider = PROVIDER
 
@@ -147,7 +155,7 @@ class AzureCloud(base.CloudAdapter):
 
     # --- create ---------------------------------------------------------------------------------------------------
 
-    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
+    def create_instance(self, request: InstanceRequest) -> InstanceInfo:
         name = _vm_name(request.idempotency_token)
         body = vm_body(
             name=name,
@@ -176,6 +184,7 @@ class AzureCloud(base.CloudAdapter):
             instance_type=request.instance_type,
             tags=dict(request.tags),
             operation=token,
+            market=request.market,
         )
 
     # --- status ---------------------------------------------------------------------------------------------------
@@ -203,7 +212,11 @@ class AzureCloud(base.CloudAdapter):
         if vm is None or _location(vm) != region.casefold():
             if vm is None and self._evicted(name):
                 return InstanceInfo(
-                    instance_id=name, state=InstanceState.PREEMPTED, region=region, state_reason="Spot eviction"
+                    instance_id=name,
+                    state=InstanceState.PREEMPTED,
+                    region=region,
+                    state_reason="Spot eviction",
+                    market=Market.SPOT,  # only a Spot VM is evicted
                 )
             raise InstanceNotFound(
                 f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under resource group "
@@ -268,8 +281,10 @@ class AzureCloud(base.CloudAdapter):
                 deleting = deleting or _status_is(rest, "deleting")
                 if rest.casefold().startswith("failed"):
                     failure = status
+        # Only a Spot VM can be evicted: a Regular one is never looked up in the activity log.
+        spot = market_of(properties) is Market.SPOT
         if deleting:
-            if self._evicted(vm["name"]):
+            if spot and self._evicted(vm["name"]):
                 return InstanceState.PREEMPTED, "Spot eviction"
             return InstanceState.TERMINATED, "being deleted"
         if power == "running":
@@ -279,7 +294,7 @@ class AzureCloud(base.CloudAdapter):
         if power in ("stopping", "deallocating"):
             return InstanceState.STOPPING, f"PowerState/{power}"
         if power in ("stopped", "deallocated"):
-            if self._evicted(vm["name"]):
+            if spot and self._evicted(vm["name"]):
                 return InstanceState.PREEMPTED, "Spot eviction"
             return InstanceState.TERMINATED, f"PowerState/{power}"
         return InstanceState.PENDING, f"provisioningState {provisioning or 'unknown'}"
@@ -407,6 +422,7 @@ class AzureCloud(base.CloudAdapter):
             tags=dict(vm.get("tags") or {}),
             launched_at=_parse_time(properties.get("timeCreated")),
             state_reason=reason,
+            market=market_of(properties),
         )
 
 

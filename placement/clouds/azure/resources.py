@@ -1,13 +1,14 @@
-"""The Spot VM resource the adapter PUTs, as ARM's REST API spells it, with its network declared inline."""
+"""The VM resource the adapter PUTs (Spot, or Regular on demand), as ARM's REST API spells it, network inline."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from placement.clouds import base
 from placement.clouds.azure.errors import PROVIDER
-from placement.clouds.base import InstanceRequest, PermanentCloudError
+from placement.clouds.base import InstanceRequest, Market, PermanentCloudError
 
 #: ``networkProfile.networkApiVersion`` that lets a VM declare its NICs inline.
 NETWORK_API_VERSION = "2020-11-01"
@@ -23,7 +24,7 @@ def vm_body(
     admin_username: str,
     ssh_public_key: str,
 ) -> dict[str, Any]:
-    """The VM resource to PUT, as ARM's REST API spells it: a Spot VM with its network declared inline."""
+    """The VM resource to PUT, as ARM's REST API spells it: a Spot or Regular VM with its network declared inline."""
     if not subnet_id:
         raise PermanentCloudError(
             f"no subnet configured for Azure region {request.region!r} (AZURE_SUBNET_IDS)",
@@ -41,9 +42,7 @@ def vm_body(
         "location": request.region,
         "tags": dict(request.tags),
         "properties": {
-            "priority": "Spot",
-            "evictionPolicy": "Delete",
-            "billingProfile": {"maxPrice": float(request.max_price_per_hour)},
+            **_priority(request),
             "hardwareProfile": {"vmSize": request.instance_type},
             "storageProfile": {
                 "imageReference": image_reference(request.image_id or image),
@@ -104,6 +103,30 @@ def vm_body(
     if zone:
         body["zones"] = [zone]
     return body
+
+
+def _priority(request: InstanceRequest) -> dict[str, Any]:
+    """How the VM is bought: a Spot VM deleted on eviction, with our bid; or a Regular (pay-as-you-go) one.
+
+    A Regular VM carries neither eviction policy nor max price: ARM refuses both on anything but Spot
+    (EvictionPolicyCanBeSetOnlyOnAzureSpotVirtualMachines, MaxPriceIsSupportedOnlyForAzureSpotVirtualMachines).
+    """
+    if request.market is Market.SPOT:
+        return {
+            "priority": "Spot",
+            "evictionPolicy": "Delete",
+            "billingProfile": {"maxPrice": float(request.max_price_per_hour)},
+        }
+    return {"priority": "Regular"}
+
+
+def market_of(vm_properties: Mapping[str, Any]) -> Market:
+    """The market of a VM as ARM describes it: Spot (and the older Low priority) can be evicted; Regular cannot.
+
+    ARM may leave ``priority`` out for a VM created without one, which is Regular.
+    """
+    priority = str(vm_properties.get("priority") or "Regular")
+    return Market.SPOT if priority.casefold() in ("spot", "low") else Market.ON_DEMAND
 
 
 def zone_number(region: str, availability_zone: str) -> str:

@@ -1,4 +1,4 @@
-"""GCP: Spot VMs through the Compute Engine API, and Spot VM prices from the Cloud Billing Catalog API.
+"""GCP: Spot (or on-demand) VMs through the Compute Engine API, and Spot VM prices from the Cloud Billing Catalog API.
 
 * ``adapter``: ``GcpCloud`` (backend ``gcp``), instances ``"<zone>/<name>"`` created,
   followed, terminated and listed with google-cloud-compute over its REST transport.

@@ -1,4 +1,7 @@
-"""The Spot VM adapter, ``GcpCloud``: Compute Engine through google-cloud-compute over its REST transport.
+"""The Compute Engine adapter, ``GcpCloud``: Spot VMs, or on-demand ones, through google-cloud-compute (REST).
+
+A spot instance is provisioning model SPOT, deleted when preempted; an on-demand one is the
+STANDARD model, never preempted, restarted and live-migrated as Compute Engine does by default.
 
 Instance ids are ``"<zone>/<name>"``: Compute Engine names an instance within a zone and
 every call about it needs the zone, while the workflow only keeps the id and the region.
@@ -31,6 +34,7 @@ from placement.clouds.base import (
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
+    Market,
     PermanentCloudError,
     TransientCloudError,
 )
@@ -69,7 +73,7 @@ _STATES = {
 
 
 class GcpCloud(CloudAdapter):
-    """Spot VMs on Compute Engine: create, follow, terminate, list the ones we manage.
+    """Spot and on-demand VMs on Compute Engine: create, follow, terminate, list the ones we manage.
 
     Every call is one API request (or one page of them) with the configured timeout and no
     client-side retries: transient failures surface as ``TransientCloudError`` for the
@@ -204,7 +208,7 @@ class GcpCloud(CloudAdapter):
 
     # --- create --------------------------------------------------------------------------------------
 
-    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
+    def create_instance(self, request: InstanceRequest) -> InstanceInfo:
         if not request.idempotency_token:
             raise PermanentCloudError("an idempotency token is required", provider=self.provider)
         zone = request.availability_zone
@@ -247,6 +251,7 @@ class GcpCloud(CloudAdapter):
             instance_type=request.instance_type,
             tags=self._labels(request.tags),
             operation=f"{zone}/{operation.name}",
+            market=request.market,
         )
 
     @staticmethod
@@ -267,12 +272,7 @@ class GcpCloud(CloudAdapter):
             name=name,
             machine_type=f"zones/{zone}/machineTypes/{request.instance_type}",
             labels=self._labels(request.tags),
-            scheduling=compute_v1.Scheduling(
-                provisioning_model="SPOT",
-                instance_termination_action="DELETE",
-                automatic_restart=False,
-                on_host_maintenance="TERMINATE",
-            ),
+            scheduling=self._scheduling(request.market),
             disks=[
                 compute_v1.AttachedDisk(
                     boot=True,
@@ -287,6 +287,24 @@ class GcpCloud(CloudAdapter):
                 items=[compute_v1.Items(key="startup-script", value=base.startup_script(request))]
             ),
         )
+
+    @staticmethod
+    def _scheduling(market: Market) -> compute_v1.Scheduling:
+        """How the VM is bought and what happens when Compute Engine needs its host back."""
+        from google.cloud import compute_v1
+
+        if market is Market.SPOT:
+            # Spot VMs cannot restart or live-migrate; deleted on preemption, nothing of them lingers.
+            return compute_v1.Scheduling(
+                provisioning_model="SPOT",
+                instance_termination_action="DELETE",
+                automatic_restart=False,
+                on_host_maintenance="TERMINATE",
+            )
+        # No termination action (the API refuses one on STANDARD VMs), and automatic restart and host
+        # maintenance left to Compute Engine's defaults: it picks what each machine type supports
+        # (live migration for most, TERMINATE for GPU machine types that cannot migrate).
+        return compute_v1.Scheduling(provisioning_model="STANDARD", preemptible=False)
 
     # --- status --------------------------------------------------------------------------------------
 
@@ -333,12 +351,12 @@ class GcpCloud(CloudAdapter):
                     region=region_of(zone),
                     availability_zone=zone,
                     state_reason=f"preempted at {preempted_at} (instance deleted)",
+                    market=Market.SPOT,  # only a Spot VM is preempted
                 )
             raise
         info = self._info(instance)
-        spot = instance.scheduling.provisioning_model == "SPOT" or instance.scheduling.preemptible
         if (
-            spot
+            info.market is Market.SPOT
             and info.state in (InstanceState.STOPPING, InstanceState.TERMINATED)
             and (preempted_at := self._preempted(zone, name, since=info.launched_at))
         ):
@@ -389,6 +407,7 @@ class GcpCloud(CloudAdapter):
             tags=dict(instance.labels),
             launched_at=parse_timestamp(instance.creation_timestamp),
             state_reason=instance.status_message,
+            market=_market(instance.scheduling),
         )
 
     # --- terminate and list --------------------------------------------------------------------------
@@ -435,6 +454,13 @@ class GcpCloud(CloudAdapter):
         except SDK_ERRORS as exc:  # a later page's failure, normalised
             raise error_from_exception(exc) from exc
         return infos
+
+
+def _market(scheduling: compute_v1.Scheduling) -> Market:
+    """SPOT VMs and the older preemptible ones can be reclaimed: spot. STANDARD (the default) is on demand."""
+    if scheduling.provisioning_model == "SPOT" or scheduling.preemptible:
+        return Market.SPOT
+    return Market.ON_DEMAND
 
 
 base.register_cloud_factory("gcp", GcpCloud.from_settings)

@@ -9,7 +9,8 @@ restarted worker) sees the same cloud.
 
 * ``adapter``: ``LocalCloud`` (backend ``local``, one per provider it stands in for),
   and what tests, the admin and management commands do to the cloud: ``interrupt``,
-  ``interruption_notice``, ``instances_all``, ``terminate_all``, ...
+  ``interruption_notice`` (spot instances only: ``InstanceNotInterruptible`` for on-demand
+  ones), ``instances_all``, ``terminate_all``, ...
 * ``store``: the instance records, run directories and locks on disk.
 * ``processes``: launching an instance, telling whether it still runs, stopping it.
 * ``launcher``: the launcher and the per-instance supervisor, standard library only,
@@ -20,6 +21,7 @@ Importing the package registers the ``local`` backend (``CLOUD_BACKENDS``).
 """
 
 from placement.clouds.local.adapter import (
+    InstanceNotInterruptible,
     LocalCloud,
     instance_log_path,
     instance_pid,
@@ -36,6 +38,7 @@ from placement.clouds.local.store import load as _load  # noqa: F401
 from placement.clouds.local.store import save as _save  # noqa: F401
 
 __all__ = [
+    "InstanceNotInterruptible",
     "LocalCloud",
     "faults_clear",
     "faults_get",

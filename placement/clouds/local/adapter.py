@@ -4,6 +4,13 @@ One ``LocalCloud`` per provider it stands in for; all of them share one state di
 (``store``). A create takes the idempotency token's lock, picks the instance's id and a
 free loopback port under the machine-wide lock, then launches the instance
 (``processes``) unless an injected fault says otherwise (``faults``).
+
+Markets, as the real clouds have them: the record keeps the request's market. A spot
+instance can be refused for capacity (``no_capacity_pools``), interrupted (``interrupt``)
+and given an interruption notice (``interruption_notice``). An on-demand one is never
+refused for capacity, and both of those raise ``InstanceNotInterruptible`` for it,
+rather than silently doing nothing, so a test or an operator expecting a reclaim learns at
+once that none will happen.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from django.conf import settings
 import placement.clouds.local.processes as processes
 import placement.clouds.local.store as store
 from placement.clouds import base
-from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState
+from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState, Market
 from placement.clouds.local.faults import apply_create_faults, faults_get
 from placement.clouds.local.launcher import write_json
 
@@ -36,6 +43,15 @@ logger = logging.getLogger("placement.clouds.local")
 # Variables of this process an instance inherits; everything else (secrets,
 # DATABASE_URL, ...) stays out, as it would on a real VM.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+class InstanceNotInterruptible(base.CloudError):
+    """An on-demand instance was asked to be interrupted: only spot capacity is ever reclaimed."""
+
+
+def _market(record: Mapping[str, Any]) -> Market:
+    # Records written before markets existed are all spot instances.
+    return Market(record.get("market", Market.SPOT))
 
 
 # --- states ----------------------------------------------------------------------------------------------
@@ -85,6 +101,7 @@ def _info(record: Mapping[str, Any]) -> InstanceInfo:
         tags=dict(record["tags"]),
         launched_at=datetime.fromtimestamp(record["launched_at"], tz=UTC),
         state_reason=reason,
+        market=_market(record),
     )
 
 
@@ -147,7 +164,7 @@ class LocalCloud(base.CloudAdapter):
     def __init__(self, provider: str) -> None:
         self.provider = provider
 
-    def create_spot_instance(self, request: InstanceRequest) -> InstanceInfo:
+    def create_instance(self, request: InstanceRequest) -> InstanceInfo:
         if not request.idempotency_token:
             raise base.PermanentCloudError("an idempotency token is required", provider=self.provider)
         # Creates of one token take turns; creates of different tokens launch in parallel,
@@ -164,7 +181,9 @@ class LocalCloud(base.CloudAdapter):
                 record = self._start(instance_id, request, faults, port)
             finally:
                 (store.root_dir() / "ports" / str(port)).unlink(missing_ok=True)
-        logger.info("local cloud: %s instance %s on port %s", self.provider, instance_id, record["port"])
+        logger.info(
+            "local cloud: %s %s instance %s on port %s", self.provider, request.market, instance_id, record["port"]
+        )
         if faults["create_delay_seconds"]:
             threading.Event().wait(faults["create_delay_seconds"])  # the injected slow answer
         # Like RunInstances: a new instance is reported pending, whatever has happened since.
@@ -185,6 +204,7 @@ class LocalCloud(base.CloudAdapter):
             "availability_zone": request.availability_zone,
             "instance_type": request.instance_type,
             "max_price_per_hour": str(request.max_price_per_hour),
+            "market": request.market.value,
             "tags": dict(request.tags),
             "command": argv,
             "port": launch["port"],
@@ -279,15 +299,27 @@ base.register_cloud_factory("local", LocalCloud)
 # --- for tests, the admin and management commands ----------------------------------------------------------
 
 
+def _refuse_on_demand(record: Mapping[str, Any], *, action: str) -> None:
+    if _market(record) is not Market.SPOT:
+        raise InstanceNotInterruptible(
+            f"local instance {record['instance_id']} is on demand: the cloud never reclaims it, so it cannot be "
+            f"{action} (only spot instances can)",
+            provider=record["provider"],
+            code="NotSpotInstance",
+        )
+
+
 def interrupt(instance_id: str) -> None:
     """Reclaim a spot instance as the cloud would: record PREEMPTED, then stop its process.
 
-    An instance that is not pending or running is left as it is; an unknown id raises ``InstanceNotFound``.
+    A spot instance that is not pending or running is left as it is; an unknown id raises
+    ``InstanceNotFound``, an on-demand instance ``InstanceNotInterruptible`` (and is left running).
     """
     with store.locked():
         record = store.load(instance_id)
         if record is None:
             raise base.InstanceNotFound(f"no local instance {instance_id!r}", provider="local")
+        _refuse_on_demand(record, action="interrupted")
         if _observe(record)[0] not in {InstanceState.PENDING, InstanceState.RUNNING}:
             return
         record.update(state=InstanceState.PREEMPTED.value, state_reason="spot interruption")
@@ -302,12 +334,14 @@ def interruption_notice(instance_id: str, *, grace_seconds: float) -> datetime:
     ``INTERRUPTION_NOTICE_FILE`` (the local stand-in for AWS's
     ``spot/instance-action``, GCP's ``preempted`` and Azure's scheduled events),
     with the time it will be reclaimed; from then on the instance reads as
-    PREEMPTED and its processes are stopped. Returns that time.
+    PREEMPTED and its processes are stopped. Returns that time. An on-demand instance
+    gets no notice (``InstanceNotInterruptible``): no cloud sends one for it.
     """
     with store.locked():
         record = store.load(instance_id)
         if record is None:
             raise base.InstanceNotFound(f"no local instance {instance_id!r}", provider="local")
+        _refuse_on_demand(record, action="given an interruption notice")
         deadline = time.time() + grace_seconds
         record["reclaim_at"] = deadline
         store.save(record)

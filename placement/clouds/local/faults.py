@@ -2,7 +2,8 @@
 
 Creates can fail (transiently or permanently, the next N of them), pools can have no
 spot capacity (each cloud's own error), instances can never become healthy or die after
-a while, and a create can answer late.
+a while, and a create can answer late. Every fault applies to spot and on-demand creates
+alike except the missing capacity: an on-demand create is never refused for it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def faults_set(
 
     ``no_capacity_pools`` entries match on ``provider``, ``region``,
     ``availability_zone`` and ``instance_type``; a missing key matches anything.
+    They refuse spot creates only: on-demand ones in the same pool still launch.
+    ``fail_next_creates`` counts every create, of either market (an API failure, not capacity).
     ``never_healthy`` and ``die_after_seconds`` apply to instances created from now on.
     ``create_delay_seconds`` makes a create answer that much later, after the
     instance exists: a slow cloud API, or a caller that dies before the answer.
@@ -98,12 +101,18 @@ def faults_get() -> dict[str, Any]:
 
 
 def apply_create_faults(provider: str, request: InstanceRequest, faults: dict[str, Any]) -> None:
-    """Raise the injected error for this create, if any. Call with the lock held."""
+    """Raise the injected error for this create, if any. Call with the lock held.
+
+    The local cloud's on-demand capacity is unlimited, so a pool's missing spot capacity
+    refuses spot creates only.
+    """
     if faults["fail_next_creates"] > 0:
         faults["fail_next_creates"] -= 1
         write_json(root_dir() / "faults.json", faults)
         error = _CREATE_ERRORS[faults["create_error"]]
         raise error(f"injected {faults['create_error']} failure of create (local cloud)", provider=provider)
+    if request.market is not base.Market.SPOT:
+        return
     pool = {
         "provider": provider,
         "region": request.region,

@@ -56,7 +56,7 @@ def launcher_main() -> None:
     """The launcher process: fork the supervisor, wait until it has started the workload, exit.
 
     Reads its spec as JSON on stdin. Exiting at once makes the supervisor an
-    orphan adopted by init, detached from whoever called ``create_spot_instance``.
+    orphan adopted by init, detached from whoever called ``create_instance``.
     """
     spec = json.load(sys.stdin)
     read_end, write_end = os.pipe()
