@@ -71,6 +71,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "provider",
         "region",
         "instance_type",
+        "market",
         "started_at",
         "ended_at",
         "duration_hours",
@@ -78,7 +79,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "total_cost",
         "on_demand_cost",
     ]
-    list_filter = ["provider", "customer", MonthListFilter, "region"]
+    list_filter = ["provider", "market", "customer", MonthListFilter, "region"]
     list_select_related = ["workload", "customer"]
     search_fields = ["=workload__id", "workload__name", "instance__instance_id"]
     readonly_fields = [field.name for field in UsageRecord._meta.fields]

@@ -1,10 +1,11 @@
 """The one rule for pricing an instance segment (docs/architecture.md §11).
 
 A segment is priced for the seconds it ran (exactly, microseconds included)
-times the hourly price it was bought at: hours = seconds / 3600, cost = hours x
-price, quantized to 6 places (ROUND_HALF_UP). A segment bought without a known
-on-demand price counts its spend as its on-demand equivalent (no saving
-claimed). Usage records, summaries, a workload's cost so far, the console and
+times the hourly price it was bought at (``spot_price``: the spot price, or the
+on-demand price for a segment bought on demand): hours = seconds / 3600,
+cost = hours x price, quantized to 6 places (ROUND_HALF_UP). A segment bought
+without a known on-demand price counts its spend as its on-demand equivalent
+(no saving claimed). Usage records, summaries, a workload's cost so far, the console and
 /metrics all price through ``segment_price``. Pure: no models, no clock.
 """
 

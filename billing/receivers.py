@@ -18,6 +18,7 @@ def on_instance_released(sender: Any, *, instance: Any, **kwargs: Any) -> dict[s
         "provider": record.provider,
         "region": record.region,
         "instanceType": record.instance_type,
+        "market": record.market,
         "durationHours": str(record.duration_hours),
         "spotPricePerHour": str(record.spot_price_per_hour),
         "totalCost": str(record.total_cost),

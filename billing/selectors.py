@@ -1,4 +1,4 @@
-"""Billing reads: a customer's month and a workload's cost so far (docs/architecture.md §11).
+"""Billing reads: a customer's month, the month day by day, and a workload's cost so far (docs/architecture.md §11).
 
 Every instance segment counts for the seconds it overlaps the period asked about:
 
@@ -8,10 +8,15 @@ Every instance segment counts for the seconds it overlaps the period asked about
   formula, so figures never dip in between;
 * a running segment (``terminated_at`` null) accrues by the second up to ``now``.
 
-A segment spanning a month boundary is split by its seconds in each month. Each
-part is priced by ``billing.money.segment_price``, the rule usage records are
-written with, and totals are sums of those parts. Bills wholly inside a period
-are summed by the database in one aggregate.
+A segment spanning a month boundary (or, day by day, midnight UTC) is split by
+its seconds in each period. Each part is priced by ``billing.money.segment_price``,
+the rule usage records are written with, and totals are sums of those parts.
+Bills wholly inside a period are summed by the database in one aggregate.
+
+Spend is split by market: what ran on spot, and what ran on demand (a deadline's
+fallback, bought and billed at the on-demand price). ``spot_spend +
+on_demand_spend == spend`` always; the on-demand equivalent (and so the saving)
+still compares every hour with buying it all on demand.
 """
 
 from __future__ import annotations
@@ -19,27 +24,49 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
-from django.db.models import Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import Customer
 from billing.models import UsageRecord
 from billing.money import CURRENCY, MONEY, ZERO, saving_percent, seconds_between, segment_price
+from placement.clouds.base import Market
 from workloads.models import WorkloadInstance
 
 
 @dataclass(frozen=True)
 class ProviderSummary:
+    """One cloud's figures in a month.
+
+    ``spend`` splits into ``spot_spend`` and ``on_demand_spend``; given neither
+    (as a row written out by hand may be), it is all spot, and given one, the
+    other is the rest of ``spend``.
+    """
+
     provider: str
     instance_hours: Decimal
     spend: Decimal
     on_demand_equivalent: Decimal
     saving: Decimal
+    spot_spend: Decimal | None = None
+    on_demand_spend: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        spot, on_demand = self.spot_spend, self.on_demand_spend
+        if spot is None:
+            on_demand = ZERO if on_demand is None else on_demand
+            spot = self.spend - on_demand
+        elif on_demand is None:
+            on_demand = self.spend - spot
+        if spot + on_demand != self.spend:
+            raise ValueError(f"spot {spot} + on demand {on_demand} is not the spend {self.spend}")
+        object.__setattr__(self, "spot_spend", spot)
+        object.__setattr__(self, "on_demand_spend", on_demand)
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,8 @@ class MonthlySummary:
     end: datetime  # exclusive, UTC
     instance_hours: Decimal
     spend: Decimal
+    spot_spend: Decimal  # what ran on spot capacity
+    on_demand_spend: Decimal  # what ran on on-demand capacity (a deadline's fallback); spot + on demand = spend
     on_demand_equivalent: Decimal
     saving: Decimal
     saving_percent: Decimal | None  # None when nothing ran (no on-demand equivalent to compare with)
@@ -69,10 +98,30 @@ class MonthlySummary:
 
 
 @dataclass(frozen=True)
+class DaySpend:
+    """One UTC day of a month: what ran, by market, and the same hours all on demand."""
+
+    day: date
+    instance_hours: Decimal
+    spot_spend: Decimal
+    on_demand_spend: Decimal
+    on_demand_equivalent: Decimal
+
+    @property
+    def spend(self) -> Decimal:
+        return self.spot_spend + self.on_demand_spend
+
+    @property
+    def saving(self) -> Decimal:
+        return self.on_demand_equivalent - self.spend
+
+
+@dataclass(frozen=True)
 class SegmentCost:
     provider: str
     region: str
     instance_type: str
+    market: str  # "spot" or "on_demand"
     started_at: datetime
     ended_at: datetime | None  # None while it runs
     hours: Decimal
@@ -98,9 +147,10 @@ class _Segment:
     provider: str
     region: str
     instance_type: str
+    market: str
     started_at: datetime
     ended_at: datetime | None
-    spot_price: Decimal
+    spot_price: Decimal  # the price it was bought at (the on-demand price for an on-demand segment)
     on_demand_price: Decimal | None
     record: UsageRecord | None = None  # its bill, once written
 
@@ -134,6 +184,7 @@ def _segment(instance: WorkloadInstance) -> _Segment:
             provider=record.provider,
             region=record.region,
             instance_type=record.instance_type,
+            market=record.market,
             started_at=record.started_at,
             ended_at=record.ended_at,
             spot_price=record.spot_price_per_hour,
@@ -144,6 +195,7 @@ def _segment(instance: WorkloadInstance) -> _Segment:
         provider=instance.provider,
         region=instance.region,
         instance_type=instance.instance_type,
+        market=str(instance.market),
         started_at=instance.created_at,
         ended_at=instance.terminated_at,
         spot_price=Decimal(instance.spot_price),
@@ -153,6 +205,11 @@ def _segment(instance: WorkloadInstance) -> _Segment:
 
 def _or(value: Decimal | None, default: Decimal) -> Decimal:
     return default if value is None else value
+
+
+def _on_demand(market: str) -> bool:
+    """Whether a segment of ``market`` ran on on-demand capacity (anything else counts as spot)."""
+    return market == Market.ON_DEMAND
 
 
 def _priced(segment: _Segment, *, start: datetime | None, end: datetime) -> tuple[Decimal, Decimal, Decimal]:
@@ -172,10 +229,45 @@ def _priced(segment: _Segment, *, start: datetime | None, end: datetime) -> tupl
     return part.hours, part.cost, part.on_demand_cost
 
 
+@dataclass
+class _Totals:
+    """Running sums of priced parts: hours, spend by market, and the on-demand equivalent."""
+
+    hours: Decimal = ZERO
+    spot_spend: Decimal = ZERO
+    on_demand_spend: Decimal = ZERO
+    on_demand_equivalent: Decimal = ZERO
+
+    def add(self, *, market: str, hours: Decimal, cost: Decimal, on_demand: Decimal) -> None:
+        self.hours += hours
+        if _on_demand(market):
+            self.on_demand_spend += cost
+        else:
+            self.spot_spend += cost
+        self.on_demand_equivalent += on_demand
+
+    @property
+    def spend(self) -> Decimal:
+        return self.spot_spend + self.on_demand_spend
+
+
+def _overlapping(*, start: datetime, until: datetime, customer_id: UUID | str | None):
+    """Instance segments that ran at some time in ``[start, until)``, with their usage records, oldest first."""
+    instances = (
+        WorkloadInstance.objects.filter(created_at__lt=until)
+        .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
+        .select_related("usage_record")
+        .order_by("created_at", "id")
+    )
+    if customer_id is not None:
+        instances = instances.filter(workload__customer_id=customer_id)
+    return instances
+
+
 def monthly_provider_totals(
     *, month: date, now: datetime | None = None, customer_id: UUID | str | None = None
 ) -> tuple[ProviderSummary, ...]:
-    """Per provider: instance hours, spend and on-demand equivalent in ``month`` (UTC).
+    """Per provider: instance hours, spend (spot and on demand) and on-demand equivalent in ``month`` (UTC).
 
     Of one customer, or of every customer when ``customer_id`` is None (the
     operator console). Running instances count up to ``now`` (default: the
@@ -185,7 +277,7 @@ def monthly_provider_totals(
     month = month.replace(day=1)
     start, end = month_start(month), month_end(month)
     until = min(end, now)
-    per_provider: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO, ZERO])
+    per_provider: dict[str, _Totals] = defaultdict(_Totals)
     if until > start:  # a month that has begun
         # Bills wholly inside the period, as written: one aggregate, however many there are.
         records = UsageRecord.objects.filter(started_at__gte=start, ended_at__lte=until)
@@ -193,52 +285,130 @@ def monthly_provider_totals(
             records = records.filter(customer_id=customer_id)
         for row in (
             records.order_by()
-            .values("provider")
+            .values("provider", "market")
             .annotate(
                 hours=Sum("duration_hours"),
                 spend=Sum("total_cost"),
                 on_demand=Sum(Coalesce("on_demand_cost", "total_cost")),
             )
         ):
-            totals = per_provider[row["provider"]]
-            totals[0] += row["hours"] or ZERO
-            totals[1] += row["spend"] or ZERO
-            totals[2] += row["on_demand"] or ZERO
-        # Every other segment overlapping it: running, crossing an edge, or ended and not billed yet.
-        others = (
-            WorkloadInstance.objects.filter(created_at__lt=until)
-            .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
-            .filter(
-                Q(usage_record__isnull=True)
-                | Q(usage_record__started_at__lt=start)
-                | Q(usage_record__ended_at__gt=until)
+            per_provider[row["provider"]].add(
+                market=row["market"],
+                hours=row["hours"] or ZERO,
+                cost=row["spend"] or ZERO,
+                on_demand=row["on_demand"] or ZERO,
             )
-            .select_related("usage_record")
-            .order_by("created_at", "id")
+        # Every other segment overlapping it: running, crossing an edge, or ended and not billed yet.
+        others = _overlapping(start=start, until=until, customer_id=customer_id).filter(
+            Q(usage_record__isnull=True) | Q(usage_record__started_at__lt=start) | Q(usage_record__ended_at__gt=until)
         )
-        if customer_id is not None:
-            others = others.filter(workload__customer_id=customer_id)
         for instance in others:
             segment = _segment(instance)
             hours, cost, on_demand = _priced(segment, start=start, end=until)
-            totals = per_provider[segment.provider]
-            totals[0] += hours
-            totals[1] += cost
-            totals[2] += on_demand
+            per_provider[segment.provider].add(market=segment.market, hours=hours, cost=cost, on_demand=on_demand)
     return tuple(
         ProviderSummary(
             provider=provider,
-            instance_hours=hours,
-            spend=spend,
-            on_demand_equivalent=on_demand,
-            saving=on_demand - spend,
+            instance_hours=totals.hours,
+            spend=totals.spend,
+            on_demand_equivalent=totals.on_demand_equivalent,
+            saving=totals.on_demand_equivalent - totals.spend,
+            spot_spend=totals.spot_spend,
+            on_demand_spend=totals.on_demand_spend,
         )
-        for provider, (hours, spend, on_demand) in sorted(per_provider.items())
+        for provider, totals in sorted(per_provider.items())
+    )
+
+
+def _day_start(moment: datetime) -> datetime:
+    """Midnight UTC at the start of ``moment``'s day."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def daily_spend(
+    *, month: date, now: datetime | None = None, customer_id: UUID | str | None = None
+) -> tuple[DaySpend, ...]:
+    """``month`` (UTC) day by day: every day that has begun by ``now``, oldest first, zeros included.
+
+    Of one customer, or of every customer when ``customer_id`` is None (the
+    operator console's chart). Each segment's seconds are split by UTC day and
+    each part is priced by ``billing.money.segment_price`` (a bill wholly inside
+    one day counts as written, summed by the database in one aggregate); a
+    running instance counts up to ``now``. A day's figures are the sums of
+    those parts, so the days of a month may differ from its monthly total by
+    the rounding of each part, at most a millionth of a dollar per part.
+    """
+    now = now or timezone.now()
+    month = month.replace(day=1)
+    start, end = month_start(month), month_end(month)
+    until = min(end, now)
+    per_day: dict[date, _Totals] = {}
+    day = start
+    while day < until:
+        per_day[day.date()] = _Totals()
+        day += timedelta(days=1)
+    if not per_day:  # a month still to come
+        return ()
+    # Bills wholly inside one UTC day of the period, as written: one aggregate.
+    records = (
+        UsageRecord.objects.filter(started_at__gte=start, ended_at__lte=until)
+        .annotate(start_day=TruncDate("started_at", tzinfo=UTC), end_day=TruncDate("ended_at", tzinfo=UTC))
+        .filter(start_day=F("end_day"))
+    )
+    if customer_id is not None:
+        records = records.filter(customer_id=customer_id)
+    for row in (
+        records.order_by()
+        .values("start_day", "market")
+        .annotate(
+            hours=Sum("duration_hours"),
+            spend=Sum("total_cost"),
+            on_demand=Sum(Coalesce("on_demand_cost", "total_cost")),
+        )
+    ):
+        per_day[row["start_day"]].add(
+            market=row["market"],
+            hours=row["hours"] or ZERO,
+            cost=row["spend"] or ZERO,
+            on_demand=row["on_demand"] or ZERO,
+        )
+    # Every other segment overlapping the period: split at each midnight it runs across.
+    others = (
+        _overlapping(start=start, until=until, customer_id=customer_id)
+        .annotate(
+            record_start_day=TruncDate("usage_record__started_at", tzinfo=UTC),
+            record_end_day=TruncDate("usage_record__ended_at", tzinfo=UTC),
+        )
+        .filter(
+            Q(usage_record__isnull=True)
+            | Q(usage_record__started_at__lt=start)
+            | Q(usage_record__ended_at__gt=until)
+            | ~Q(record_start_day=F("record_end_day"))
+        )
+    )
+    for instance in others:
+        segment = _segment(instance)
+        stop = until if segment.ended_at is None else min(segment.ended_at, until)
+        day = _day_start(max(segment.started_at, start))
+        while day < stop:
+            next_day = day + timedelta(days=1)
+            hours, cost, on_demand = _priced(segment, start=day, end=min(next_day, until))
+            per_day[day.date()].add(market=segment.market, hours=hours, cost=cost, on_demand=on_demand)
+            day = next_day
+    return tuple(
+        DaySpend(
+            day=day,
+            instance_hours=totals.hours,
+            spot_spend=totals.spot_spend,
+            on_demand_spend=totals.on_demand_spend,
+            on_demand_equivalent=totals.on_demand_equivalent,
+        )
+        for day, totals in per_day.items()
     )
 
 
 def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datetime | None = None) -> MonthlySummary:
-    """The customer's instance hours, spend, on-demand equivalent and saving in ``month`` (UTC).
+    """The customer's instance hours, spend (spot and on demand), on-demand equivalent and saving in ``month`` (UTC).
 
     ``month`` may be any day of the month. Running instances count up to ``now``
     (default: the current time).
@@ -246,6 +416,8 @@ def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datet
     month = month.replace(day=1)
     start, end = month_start(month), month_end(month)
     providers = monthly_provider_totals(month=month, now=now, customer_id=customer_id)
+    spot_spend = sum((row.spot_spend for row in providers), ZERO)
+    on_demand_spend = sum((row.on_demand_spend for row in providers), ZERO)
     spend = sum((row.spend for row in providers), ZERO)
     on_demand = sum((row.on_demand_equivalent for row in providers), ZERO)
     saving = on_demand - spend
@@ -257,6 +429,8 @@ def customer_monthly_summary(*, customer_id: UUID | str, month: date, now: datet
         end=end,
         instance_hours=sum((row.instance_hours for row in providers), ZERO),
         spend=spend,
+        spot_spend=spot_spend,
+        on_demand_spend=on_demand_spend,
         on_demand_equivalent=on_demand,
         saving=saving,
         saving_percent=saving_percent(spend=spend, on_demand=on_demand),
@@ -283,6 +457,7 @@ def workload_cost_so_far(*, workload_id: UUID | str, now: datetime | None = None
                 provider=segment.provider,
                 region=segment.region,
                 instance_type=segment.instance_type,
+                market=segment.market,
                 started_at=segment.started_at,
                 ended_at=segment.ended_at,
                 hours=hours,

@@ -18,7 +18,12 @@ from workloads.notifications import budget_exceeded_payload, notification_create
 
 
 def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
-    """Bill ``instance`` for the seconds it ran times the price it was bought at (idempotent)."""
+    """Bill ``instance`` for the seconds it ran times the price it was bought at (idempotent).
+
+    The record keeps the instance's market: an on-demand instance (a deadline's
+    fallback) was bought at the on-demand price, which its ``spot_price`` holds,
+    so it is billed at that price and claims no saving against on demand.
+    """
     existing = UsageRecord.objects.filter(instance=instance).first()
     if existing is not None:
         return existing
@@ -36,6 +41,7 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
         provider=instance.provider,
         region=instance.region,
         instance_type=instance.instance_type,
+        market=instance.market,
         started_at=instance.created_at,
         ended_at=instance.terminated_at,
         duration_seconds=part.seconds.quantize(SECONDS, ROUND_HALF_UP),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,8 @@ from django.db.models import Count, F, Prefetch, Q
 from django.utils import timezone
 
 from billing.money import CURRENCY, ZERO, saving_percent, seconds_between, segment_price
-from billing.selectors import month_start, monthly_provider_totals
+from billing.selectors import DaySpend, daily_spend, month_start, monthly_provider_totals
+from placement.clouds.base import Market
 from placement.models import PoolBlock
 from storage.selectors import checkpoint_list, storage_summary_get
 from workloads.models import (
@@ -38,16 +39,27 @@ class StateCount:
 
 @dataclass(frozen=True)
 class MonthSpend:
-    """Every customer's spend this month, summed from ``billing.selectors.customer_monthly_summary``."""
+    """Every customer's spend this month, summed from ``billing.selectors.monthly_provider_totals``."""
 
     label: str
     customers: int
     instance_hours: Decimal
     spend: Decimal
+    spot_spend: Decimal
+    on_demand_spend: Decimal  # the deadlines' on-demand fallback; spot + on demand = spend
     on_demand_equivalent: Decimal
     saving: Decimal
     saving_percent: Decimal | None
     currency: str
+    month: date  # its first day
+
+
+@dataclass(frozen=True)
+class DayChart:
+    """This month's spend per UTC day (every day begun so far), for the dashboard's chart."""
+
+    month: date  # the first day
+    days: tuple[DaySpend, ...]
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class ConsoleDashboard:
     states: tuple[StateCount, ...]
     total: int
     month: MonthSpend
+    daily: DayChart
     interrupted: list[Workload]
     migrations: list[WorkflowRun]
     failures: list[WorkflowRun]
@@ -82,6 +95,11 @@ class Segment:
     seconds: Decimal
     cost: Decimal
     running: bool
+    market: str  # "spot" or "on_demand": how it was bought (as its bill says, once billed)
+
+    @property
+    def on_demand(self) -> bool:
+        return self.market == Market.ON_DEMAND
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,10 @@ def console_state_counts() -> tuple[StateCount, ...]:
 
 
 def console_month_spend(*, now: datetime | None = None) -> MonthSpend:
-    """Spend, on-demand equivalent and saving of every customer this month (UTC), running instances to ``now``."""
+    """Spend (spot and on demand), on-demand equivalent and saving of every customer this month (UTC).
+
+    Running instances count up to ``now``.
+    """
     now = now or timezone.now()
     start = month_start(now.date())
     providers = monthly_provider_totals(month=now.date(), now=now)
@@ -121,11 +142,21 @@ def console_month_spend(*, now: datetime | None = None) -> MonthSpend:
         customers=customers,
         instance_hours=sum((row.instance_hours for row in providers), ZERO),
         spend=spend,
+        spot_spend=sum((row.spot_spend for row in providers), ZERO),
+        on_demand_spend=sum((row.on_demand_spend for row in providers), ZERO),
         on_demand_equivalent=on_demand,
         saving=saving,
         saving_percent=saving_percent(spend=spend, on_demand=on_demand),
         currency=CURRENCY,
+        month=start.date(),
     )
+
+
+def console_daily_spend(*, now: datetime | None = None) -> DayChart:
+    """Every customer's spend this month (UTC) day by day, from ``billing.selectors.daily_spend``."""
+    now = now or timezone.now()
+    month = month_start(now.date()).date()
+    return DayChart(month=month, days=daily_spend(month=month, now=now))
 
 
 def console_interrupted_workloads() -> list[Workload]:
@@ -167,6 +198,7 @@ def console_dashboard(*, now: datetime | None = None) -> ConsoleDashboard:
         states=states,
         total=sum(state.count for state in states),
         month=console_month_spend(now=now),
+        daily=console_daily_spend(now=now),
         interrupted=console_interrupted_workloads(),
         migrations=console_running_migrations(),
         failures=console_recent_failures(),
@@ -185,11 +217,14 @@ def segment_cost(*, instance: WorkloadInstance, now: datetime) -> Segment:
     record = getattr(instance, "usage_record", None)
     seconds = seconds_between((instance.terminated_at or now) - instance.created_at)
     if record is not None:
-        cost = record.total_cost
+        cost, market = record.total_cost, record.market
     else:
         on_demand = None if instance.on_demand_price is None else Decimal(instance.on_demand_price)
         cost = segment_price(seconds=seconds, spot_price=Decimal(instance.spot_price), on_demand_price=on_demand).cost
-    return Segment(instance=instance, seconds=seconds, cost=cost, running=instance.terminated_at is None)
+        market = instance.market
+    return Segment(
+        instance=instance, seconds=seconds, cost=cost, running=instance.terminated_at is None, market=str(market)
+    )
 
 
 def workload_console(*, workload: Workload, now: datetime | None = None) -> WorkloadConsole:

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from arbitrage.api.fields import StrictCharField, StrictSerializer
 from billing.selectors import month_parse, workload_cost_so_far
+from placement.clouds.base import Market
 
 
 def _money(**kwargs) -> serializers.DecimalField:
@@ -29,6 +30,8 @@ class ProviderSummarySerializer(serializers.Serializer):
     provider = serializers.CharField()
     instance_hours = _money()
     spend = _money()
+    spot_spend = _money(help_text="The part of spend that ran on spot capacity.")
+    on_demand_spend = _money(help_text="The part of spend that ran on on-demand capacity; spot + on demand = spend.")
     on_demand_equivalent = _money()
     saving = _money()
 
@@ -39,8 +42,12 @@ class MonthlySummarySerializer(serializers.Serializer):
     month = serializers.CharField(source="label", help_text="YYYY-MM, UTC.")
     currency = serializers.CharField()
     instance_hours = _money(help_text="Hours every instance ran in the month, running ones up to now.")
-    spend = _money(help_text="Seconds run x the spot price each instance was bought at.")
-    on_demand_equivalent = _money(help_text="The same seconds at on-demand prices.")
+    spend = _money(help_text="Seconds run x the price each instance was bought at (spot, or on demand).")
+    spot_spend = _money(help_text="The part of spend that ran on spot capacity.")
+    on_demand_spend = _money(
+        help_text="The part of spend that ran on on-demand capacity (a deadline's fallback); spot + on demand = spend."
+    )
+    on_demand_equivalent = _money(help_text="The same seconds at on-demand prices (as if all ran on demand).")
     saving = _money(help_text="on_demand_equivalent - spend.")
     saving_percent = serializers.DecimalField(
         max_digits=7, decimal_places=2, allow_null=True, help_text="saving / on_demand_equivalent; null if nothing ran."
@@ -56,10 +63,14 @@ class SegmentCostSerializer(serializers.Serializer):
     provider = serializers.CharField()
     region = serializers.CharField()
     instance_type = serializers.CharField()
+    market = serializers.ChoiceField(
+        choices=[market.value for market in Market],
+        help_text="How the instance was bought: spot, or on_demand (then spot_price_per_hour is the on-demand price).",
+    )
     started_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True, help_text="null while the instance runs.")
     hours = _money()
-    spot_price_per_hour = _money()
+    spot_price_per_hour = _money(help_text="The price per hour it was bought at.")
     cost = _money()
     on_demand_cost = _money()
 

@@ -18,9 +18,10 @@ class MonthlySummaryView(APIView):
         operation_id="billing_summary",
         parameters=[OpenApiParameter("month", str, description="YYYY-MM (UTC); default: the current month.")],
         responses={200: MonthlySummarySerializer, 400: ERROR, 401: ERROR},
-        description="The caller's instance hours, spend, on-demand equivalent and saving in one calendar month "
-        "(UTC), in total and per provider. Finished instances count at the spot price they were bought at; "
-        "running ones accrue by the second up to now; an instance spanning months counts its seconds in each.",
+        description="The caller's instance hours, spend (split into spot and on-demand spend), on-demand "
+        "equivalent and saving in one calendar month (UTC), in total and per provider. Finished instances count "
+        "at the price they were bought at (spot, or on demand when a deadline needed the fallback); running ones "
+        "accrue by the second up to now; an instance spanning months counts its seconds in each.",
     )
     def get(self, request):
         query = MonthQuerySerializer(data=request.query_params.dict())

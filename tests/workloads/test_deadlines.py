@@ -264,3 +264,12 @@ def test_without_a_deadline_a_workload_waits_out_a_capacity_crunch_and_then_runs
     assert reaches(workload, S.RUNNING, S.FAILED, timeout=90) == S.RUNNING, workload.failure_reason
     workload.refresh_from_db()
     assert workload.status_reason == "" and live_instance(workload, "spot") is not None
+
+
+def test_an_on_demand_workload_cannot_be_given_a_spot_interruption(db):
+    from arbitrage.errors import DomainError
+    from workloads import recovery
+
+    instance = WorkloadInstanceFactory(market="on_demand", workload=WorkloadFactory(status=S.RUNNING))
+    with pytest.raises(DomainError, match="on-demand"):
+        recovery.workload_simulate_interruption(workload_id=instance.workload_id, grace_seconds=5)
