@@ -273,3 +273,23 @@ def test_an_on_demand_workload_cannot_be_given_a_spot_interruption(db):
     instance = WorkloadInstanceFactory(market="on_demand", workload=WorkloadFactory(status=S.RUNNING))
     with pytest.raises(DomainError, match="on-demand"):
         recovery.workload_simulate_interruption(workload_id=instance.workload_id, grace_seconds=5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_preemption_while_the_instance_boots_places_the_workload_again(catalog, worker_factory, local_cloud_clean):
+    from placement.models import PoolBlock
+
+    worker_factory(env={"LOCAL_CLOUD_BOOT_DELAY_MS": "4000"})  # time to reclaim it before it is up
+    _, key = customer_with_key()
+    workload = submit(api_for(key))
+    first = wait_until(lambda: WorkloadInstance.objects.filter(workload=workload).first(), what="the first instance")
+
+    local.interrupt(first.instance_id)
+
+    assert reaches(workload, S.RUNNING, S.FAILED, timeout=120) == S.RUNNING, workload.failure_reason
+    second = WorkloadInstance.objects.get(workload=workload, terminated_at__isnull=True)
+    assert second.instance_id != first.instance_id
+    assert PoolBlock.objects.filter(
+        provider=first.provider, region=first.region, instance_type=first.instance_type, until__gt=timezone.now()
+    ).exists()
+    assert WorkloadEvent.objects.filter(workload=workload, message__contains="preempted while starting").exists()
