@@ -40,6 +40,7 @@ from workloads.models import (
     WorkflowKind,
     WorkflowRun,
     Workload,
+    WorkloadEvent,
     WorkloadInstance,
     WorkloadStatus,
 )
@@ -136,10 +137,70 @@ def workload_arbitrate(*, workload: Workload, now: datetime, blocked: set[str]) 
         return "keep"
     waiting = _waiting_run(workload)
     if waiting is not None:
-        return "replan" if _run_replan(run_id=waiting.id, market=market, pool=pool) else "keep"
+        if not _run_replan(run_id=waiting.id, market=market, pool=pool):
+            return "keep"
+        decision_record(workload=workload, observation=observation, market=market, pool=pool, verb="launch")
+        return "replan"
     if workload.status == S.RUNNING and market != observation.market:
-        return "move" if workload_move(workload_id=workload.id, market=market, pool=pool) else "keep"
+        if not workload_move(workload_id=workload.id, market=market, pool=pool):
+            return "keep"
+        decision_record(workload=workload, observation=observation, market=market, pool=pool, verb="move")
+        return "move"
     return "keep"
+
+
+def decision_reason(*, observation: Observation, market: Market, pool: str | None, verb: str) -> str:
+    """A decision in words and numbers, for the workload's timeline."""
+    where = f"{market.replace('_', '-')}" + (f" in {pool}" if pool else "")
+    origin = f" from {observation.market.replace('_', '-')} in {observation.pool}" if observation.market else ""
+    prices = {p.key: p for p in observation.pools}
+    target = prices.get(pool or "")
+    parts = []
+    if target is not None:
+        price = target.on_demand_price if market == Market.ON_DEMAND else target.spot_price
+        parts.append(f"{price:.4f} $/h" if price is not None else "price unknown")
+    refused = sum(1 for p in observation.pools if p.refused)
+    if refused:
+        parts.append(f"{refused} of {len(observation.pools)} spot pools refused capacity recently")
+    if observation.job_length and observation.deadline:
+        line = observation.elapsed * observation.job_length / observation.deadline
+        ahead = observation.progress - line
+        parts.append(
+            f"{observation.progress:,.0f} s of {observation.job_length:,.0f} s done, "
+            f"{abs(ahead):,.0f} s {'ahead of' if ahead >= 0 else 'behind'} the line to the deadline, "
+            f"{max(observation.deadline - observation.elapsed, 0) / 3600:,.2f} h left"
+        )
+    elif observation.job_length:
+        parts.append(f"{observation.progress:,.0f} s of {observation.job_length:,.0f} s done")
+    verb_text = "moves" if verb == "move" else "launches"
+    return f"The arbitrage policy {verb_text} it to {where}{origin}: " + "; ".join(parts) + "."
+
+
+def decision_record(
+    *, workload: Workload, observation: Observation, market: Market, pool: str | None, verb: str
+) -> WorkloadEvent:
+    message = decision_reason(observation=observation, market=market, pool=pool, verb=verb)
+    logger.info("%s", message)
+    return WorkloadEvent.objects.create(
+        workload=workload,
+        kind=WorkloadEvent.Kind.INFO,
+        name="arbitrage-decision",
+        message=message,
+        detail={
+            "market": str(market),
+            "pool": pool,
+            "from_market": observation.market,
+            "from_pool": observation.pool,
+            "progress_seconds": observation.progress,
+            "elapsed_seconds": observation.elapsed,
+            "job_length_seconds": observation.job_length,
+            "deadline_seconds": observation.deadline,
+            "pools": [
+                {"pool": p.key, "spot_price": p.spot_price, "on_demand_price": p.on_demand_price, "refused": p.refused}
+                for p in observation.pools
+            ],
+        },
+    )
 
 
 def _target(action: Action, *, refused: set[str]) -> tuple[Market | None, str | None]:

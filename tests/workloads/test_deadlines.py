@@ -157,6 +157,31 @@ def test_a_spot_launch_whose_pools_all_refused_is_taken_as_its_otherwise():
     assert controller._target(LaunchSpot("a", fallbacks=("z",)), refused=refused) == ("spot", "a")
 
 
+def test_a_decision_reads_in_numbers():
+    from placement.policy import Observation, Pool
+
+    observation = Observation(
+        elapsed=3600,
+        progress=600,
+        job_length=7200,
+        deadline=14_400,
+        restart_overhead=600,
+        market=None,
+        pool=None,
+        starting=True,
+        preempted=False,
+        pools=(Pool("aws/us-east-1/us-east-1a/p3.2xlarge", 0.9, 3.06, refused=True),),
+    )
+    reason = controller.decision_reason(
+        observation=observation, market="on_demand", pool="aws/us-east-1/us-east-1a/p3.2xlarge", verb="launch"
+    )
+    assert reason == (
+        "The arbitrage policy launches it to on-demand in aws/us-east-1/us-east-1a/p3.2xlarge: 3.0600 $/h; "
+        "1 of 1 spot pools refused capacity recently; 600 s of 7,200 s done, 1,200 s behind the line to the "
+        "deadline, 3.00 h left."
+    )
+
+
 # --- end to end: a real worker, the local cloud, injected capacity faults, a short clock --------
 
 
@@ -232,6 +257,11 @@ def test_a_deadline_job_runs_on_demand_while_spot_is_gone_moves_to_spot_when_ahe
     bill = wait_until(lambda: UsageRecord.objects.filter(instance=on_demand).first(), what="the on-demand bill")
     assert bill.spot_price_per_hour == on_demand.on_demand_price  # billed at the on-demand price
     assert Notification.objects.filter(workload=workload, type=NotificationType.WORKLOAD_WAITING).count() == 1
+    decisions = list(
+        WorkloadEvent.objects.filter(workload=workload, name="arbitrage-decision").values_list("message", flat=True)
+    )
+    assert any("to on-demand" in decision and "refused capacity" in decision for decision in decisions), decisions
+    assert any("moves it to spot" in decision for decision in decisions), decisions
 
 
 @pytest.mark.django_db(transaction=True)
