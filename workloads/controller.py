@@ -159,6 +159,8 @@ def decision_reason(*, observation: Observation, market: Market, pool: str | Non
     if target is not None:
         price = target.on_demand_price if market == Market.ON_DEMAND else target.spot_price
         parts.append(f"{price:.4f} $/h" if price is not None else "price unknown")
+        if target.egress_cost:
+            parts.append(f"egress ${target.egress_cost:.2f}")
     refused = sum(1 for p in observation.pools if p.refused)
     if refused:
         parts.append(f"{refused} of {len(observation.pools)} spot pools refused capacity recently")
