@@ -403,6 +403,8 @@ HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 500, minimum=1, m
 HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, maximum=100)
 # A customer's rebalance moves a workload only to an offer at least this much cheaper (percent).
 REBALANCE_MIN_SAVING_PCT = env_float("REBALANCE_MIN_SAVING_PCT", 10.0, minimum=0, maximum=100)
+# Pool statistics (what the fleet saw of each pool) halve their weight every this many hours.
+POOL_STATS_HALF_LIFE_HOURS = env_float("POOL_STATS_HALF_LIFE_HOURS", 168.0, minimum=1, maximum=87_600)
 # The arbitrage controller (beat): how often it asks the policy what each workload should do.
 ARBITRAGE_TICK_SECONDS = env_int("ARBITRAGE_TICK_SECONDS", 60, minimum=1, maximum=3600)
 # What one launch costs before the job makes progress again (boot, restore): the deadline

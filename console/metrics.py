@@ -72,6 +72,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from billing.money import ZERO
 from billing.selectors import monthly_provider_totals
 from gateway.counters import LATENCY_BUCKETS, published_counters
+from placement.models import PoolStats
+from placement.selectors import pool_estimates
 from workloads.models import (
     RunStatus,
     StepStatus,
@@ -309,6 +311,29 @@ def collect_interruptions_and_migrations() -> Iterator[Metric]:
     yield migrations
 
 
+def collect_pools() -> Iterator[Metric]:
+    """What the fleet has seen of each pool, as the policy is told it (placement.selectors.pool_estimates)."""
+    labels = ["provider", "region", "zone", "instance_type"]
+    lifetime = GaugeMetricFamily(
+        PREFIX + "pool_expected_lifetime_seconds", "Expected spot lifetime of a pool (fleet estimate).", labels=labels
+    )
+    refusal = GaugeMetricFamily(
+        PREFIX + "pool_refusal_rate", "Chance a spot launch in a pool is refused.", labels=labels
+    )
+    preemptions = CounterMetricFamily(
+        PREFIX + "pool_preemptions", "Spot instances reclaimed in a pool, as seen by the fleet.", labels=labels
+    )
+    rows = list(PoolStats.objects.filter(market="spot"))
+    pools = [(row.provider, row.region, row.availability_zone, row.instance_type) for row in rows]
+    estimates = pool_estimates(pools=pools)
+    for row, pool in zip(rows, pools, strict=True):
+        values = [_provider_label(row.provider), row.region, row.availability_zone, row.instance_type]
+        lifetime.add_metric(values, estimates[pool].expected_lifetime_seconds)
+        refusal.add_metric(values, estimates[pool].refusal_rate)
+        preemptions.add_metric(values, row.preemptions_total)
+    yield from (lifetime, refusal, preemptions)
+
+
 def collect_health() -> Iterator[Metric]:
     providers = [*settings.CLOUD_PROVIDERS, "other"]
     keys = {
@@ -411,6 +436,7 @@ SOURCES: dict[str, Callable[[], Iterator[Metric]]] = {
     "time_to_running": collect_time_to_running,
     "interruptions": collect_interruptions_and_migrations,
     "health": collect_health,
+    "pools": collect_pools,
     "gateway": collect_gateway,
     "spend": collect_spend,
 }

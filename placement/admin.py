@@ -18,8 +18,9 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from placement import services
-from placement.models import InstanceType, Offer, PoolBlock, PriceHistory, PriceRefresh, ReconcileFinding
+from placement.models import InstanceType, Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh, ReconcileFinding
 from placement.risk import BUCKET_LABELS
+from placement.selectors import pool_estimates
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -337,3 +338,42 @@ class ReconcileFindingAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "outcome", "provider"]
     search_fields = ["instance_id", "workload_id"]
     date_hierarchy = "first_seen_at"
+
+
+@admin.register(PoolStats)
+class PoolStatsAdmin(ReadOnlyAdmin):
+    """One row per pool: what the fleet has seen of it, and what the policy is told about it."""
+
+    list_display = [
+        "__str__",
+        "instances_seen",
+        "preemptions_total",
+        "estimated_lifetime",
+        "refusal_rate",
+        "refusals_total",
+        "last_refusal_at",
+        "last_preemption_at",
+    ]
+    list_filter = ["provider", "market", "region"]
+    search_fields = ["region", "availability_zone", "instance_type"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        self._estimates = {}
+        return queryset
+
+    def _estimate(self, stats: PoolStats):
+        pool = (stats.provider, stats.region, stats.availability_zone, stats.instance_type)
+        cache = getattr(self, "_estimates", {})
+        if pool not in cache:
+            cache.update(pool_estimates(pools=[pool], market=stats.market))
+        return cache[pool]
+
+    @admin.display(description="expected lifetime")
+    def estimated_lifetime(self, stats: PoolStats) -> str:
+        seconds = self._estimate(stats).expected_lifetime_seconds
+        return "never reclaimed" if seconds == float("inf") else f"{seconds / 3600:,.1f} h"
+
+    @admin.display(description="refusal rate")
+    def refusal_rate(self, stats: PoolStats) -> str:
+        return f"{self._estimate(stats).refusal_rate:.0%}"

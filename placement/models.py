@@ -220,3 +220,43 @@ class ReconcileFinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.provider}/{self.region}/{self.instance_id}: {self.outcome}"
+
+
+class PoolStats(models.Model):
+    """What the whole fleet has seen of one pool (docs/architecture.md §16): lifetimes, preemptions, refusals.
+
+    Counters decay with a half-life (``POOL_STATS_HALF_LIFE_HOURS``): each update first
+    scales them by ``2 ** (-hours since updated_at / half-life)``, so old evidence weighs less.
+    ``exposure_seconds`` is instance run time (censored lifetimes included), ``preemptions``
+    the reclaims among it: their ratio is the pool's hazard (a Nelson-Aalen estimate at a
+    constant rate), with the catalog's interruption bucket as a prior (placement/selectors.py).
+    """
+
+    provider = models.CharField(max_length=8, choices=[(p, p) for p in PROVIDERS])
+    region = models.CharField(max_length=64)
+    availability_zone = models.CharField(max_length=64)
+    instance_type = models.CharField(max_length=64)
+    market = models.CharField(max_length=16, default="spot")
+    instances_seen = models.PositiveIntegerField(default=0)
+    exposure_seconds = models.FloatField(default=0.0, help_text="Decayed instance run time.")
+    preemptions = models.FloatField(default=0.0, help_text="Decayed count of reclaims.")
+    launch_attempts = models.FloatField(default=0.0, help_text="Decayed count of launches tried.")
+    refusals = models.FloatField(default=0.0, help_text="Decayed count of capacity refusals.")
+    preemptions_total = models.PositiveIntegerField(default=0)
+    refusals_total = models.PositiveIntegerField(default=0)
+    last_preemption_at = models.DateTimeField(null=True, blank=True)
+    last_refusal_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "region", "availability_zone", "instance_type", "market"],
+                name="pool_stats_unique_pool",
+            )
+        ]
+        verbose_name_plural = "pool statistics"
+        ordering = ["provider", "region", "availability_zone", "instance_type"]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.region}/{self.availability_zone}/{self.instance_type} ({self.market})"

@@ -11,7 +11,8 @@ The interface
 on-demand price of the same capacity, whether a spot launch there was ``refused`` recently (no
 capacity), the ``egress_cost`` of moving the checkpoint there (0 where it is), and, optionally,
 ``expected_price``: the product's risk-adjusted spot $/h (``Offer.expected_cost``; ``None`` = rank by
-``spot_price``).
+``spot_price``) and ``expected_lifetime``: the seconds a spot instance there is expected to live (a
+survival estimate from the caller's own record of preemptions; ``None`` = unknown, the old ranking).
 
 ``Observation`` is everything the policy knows: time and work (``elapsed``, ``progress``,
 ``job_length``, ``deadline``, ``restart_overhead``, ``tick``), what it has now (``market``, ``pool``,
@@ -35,7 +36,8 @@ line is ``p = t * J / D``: the progress that, kept up, finishes exactly at the d
 2. Behind the line, ``p < (t + d) * J / D`` (the switch itself costs ``d`` of the time), with no spot
    to be had: on demand (``LaunchSpot(..., otherwise=LaunchOnDemand(...))``); ahead of it, it waits.
 3. From on demand back to spot only when ahead of the line by ``ahead_margin`` seconds of time,
-   ``p >= (t + ahead_margin) * J / D`` (hysteresis: it does not flap at the line); if no spot is to be
+   ``p >= (t + ahead_margin) * J / D``, by default one launch (``d``: hysteresis, it does not flap at the
+   line, and after paying for the launch it is still on it); if no spot is to be
    had it stays on demand.
 4. The paper's safety condition, in slack ``s = D - t - (J - p)`` (the time that may still be lost):
    with ``s < 2d + 2 tick`` it is on demand whatever the line says (one launch to get there, one more
@@ -48,20 +50,24 @@ line is ``p = t * J / D``: the progress that, kept up, finishes exactly at the d
 
 Which pool. Each spot pool is valued by what finishing there would cost, ``price * H + egress_cost``
 (``price`` is ``expected_price`` when given, else ``spot_price``; ``H`` is the hours of work left
-plus one restart): cheapest first, ties in the product's order, pools with an unknown price after the
-priced ones, and ``refused`` pools (and the pool that just reclaimed the instance) last, as
+plus one restart; with an ``expected_lifetime`` ``E`` shorter than that, ``price * E / (E - d)``:
+the work is done in runs of ``E``, each paying a launch of ``d`` without progress): cheapest first,
+ties in the product's order, pools with an unknown price after the priced ones, and ``refused`` pools
+(and the pool that just reclaimed the instance) last, as
 fallbacks. Idle and not behind the line, it does not jump at once to a dearer pool (a move's egress,
 a higher price) when the cheapest one has no capacity: a dearer pool joins the list only once the
 waiting has cost as much as the extra, each second waited valued at on demand's premium over spot
-(``idle_for * (on_demand_price - spot $/h)``; at worst a second of slack spent now is a second bought
-on demand later). That is the break-even ("ski rental") rule: for that one choice it never pays more
-than twice what the better of waiting and moving would have cost in hindsight. Behind the line (or
+times the urgency (``idle_for * (on_demand_price - spot $/h) * u``; at worst a second of slack spent
+now is a second bought on demand later; ``u`` is the rate of progress still needed over the line's
+rate, at most 1: far ahead of the line a second of slack is that much less likely to be bought back).
+That is the break-even ("ski rental") rule: for that one choice it never pays more than twice what the
+better of waiting and moving would have cost in hindsight. Behind the line (or
 from on demand) every pool is tried at once, as Uniform Progress does. On demand goes to the pool
 with the lowest ``on_demand_price * H + egress_cost``.
 
 It is stateless: every call decides from the observation alone, so the controller may build a new
-policy per tick. Every constant comes from the observation (``d``, ``tick``) or is a plain unit; none
-is fitted to any trace.
+policy per tick. Every constant comes from the observation (``d``, ``tick``, the deadline, the prices)
+or is a plain unit; none is fitted to any trace.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ class Pool:
     # Added: the product's risk-adjusted spot $/h (placement.risk's expected cost) used to rank the pool;
     # None = rank by spot_price.
     expected_price: float | None = None
+    # Added: seconds a spot instance here is expected to live once launched (the controller's or the wrapper's
+    # survival estimate from its own preemptions); None = unknown: then a launch is taken to last the work left.
+    expected_lifetime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,10 +164,22 @@ def _price(pool: Pool) -> float | None:
     return pool.expected_price if pool.expected_price is not None else pool.spot_price
 
 
-def _finish_cost(pool: Pool, hours: float) -> float | None:
-    """$ to do the work left on spot in ``pool``: its price for the hours left, plus the move there."""
+def _finish_cost(pool: Pool, hours: float, restart_overhead: float = 0.0) -> float | None:
+    """$ to do the work left on spot in ``pool``: its price for the hours left, plus the move there.
+
+    With an ``expected_lifetime`` ``E`` shorter than the work left, the work is done in runs of ``E``
+    seconds, each starting with a launch of ``d`` (the restart overhead) billed without progress: the
+    price is paid for ``E / (E - d)`` hours per hour of work (a pool whose instances die before the
+    launch is paid off is priced as if each run made one second of progress).
+    """
     price = _price(pool)
-    return None if price is None else price * hours + pool.egress_cost
+    if price is None:
+        return None
+    life = pool.expected_lifetime
+    d = max(restart_overhead, 0.0)
+    if life is not None and d > 0 and life < hours * SECONDS_PER_HOUR:
+        price *= max(life, d) / max(life - d, 1.0)
+    return price * hours + pool.egress_cost
 
 
 def spot_order(o: Observation, *, budget: float | None = None) -> list[str]:
@@ -169,7 +190,7 @@ def spot_order(o: Observation, *, budget: float | None = None) -> list[str]:
     """
     hours = _hours_of_work_left(o)
     reclaimed = o.pool if o.preempted else None
-    costs = {pool.key: _finish_cost(pool, hours) for pool in o.pools}
+    costs = {pool.key: _finish_cost(pool, hours, o.restart_overhead) for pool in o.pools}
     known = [c for c in costs.values() if c is not None]
     cheapest = min(known) if known else None
 
@@ -192,8 +213,9 @@ def waiting_budget(o: Observation) -> float | None:
     """$ the job has spent by waiting so far, valuing each second of slack at on demand's premium over spot.
 
     A second spent waiting is, at worst, a second that must later be bought on demand instead of on
-    spot. Moving to a dearer pool (egress, a higher price) is worth it only once the waiting has cost
-    as much as the move would: the break-even ("ski rental") rule, which for that one choice never pays
+    spot; that worst case is weighted by the urgency (:func:`_urgency`, at most 1).
+    Moving to a dearer pool (egress, a higher price) is worth it only once the waiting has cost as much
+    as the move would: the break-even ("ski rental") rule, which for that one choice never pays
     more than twice the better of waiting and moving in hindsight. None when ``idle_for`` is unknown.
     """
     if o.idle_for is None:
@@ -201,12 +223,26 @@ def waiting_budget(o: Observation) -> float | None:
     hours = _hours_of_work_left(o)
     od_key = on_demand_pool(o)
     od_price = next((p.on_demand_price for p in o.pools if p.key == od_key), None)
-    spot = [c for c in (_finish_cost(p, hours) for p in o.pools) if c is not None]
+    spot = [c for c in (_finish_cost(p, hours, o.restart_overhead) for p in o.pools) if c is not None]
     if od_price is None or not spot:
         return None
     best_spot_rate = min(spot) / hours
-    premium = max(od_price - best_spot_rate, 0.0)
+    premium = max(od_price - best_spot_rate, 0.0) * _urgency(o)
     return max(o.idle_for, 0.0) * premium / SECONDS_PER_HOUR
+
+
+def _urgency(o: Observation) -> float:
+    """How binding the deadline is: the rate of progress still needed over the line's rate (1 on the line).
+
+    Ahead of the line a second of slack is worth proportionally less than on it; without a deadline, 1.
+    """
+    if o.deadline is None or o.job_length is None or o.deadline <= 0 or o.job_length <= 0:
+        return 1.0
+    time_left = o.deadline - o.elapsed
+    if time_left <= 0:
+        return 1.0
+    needed = max(o.job_length - o.progress, 0.0) / time_left
+    return min(needed / (o.job_length / o.deadline), 1.0)
 
 
 def on_demand_pool(o: Observation) -> str | None:
@@ -227,9 +263,9 @@ class UniformProgress:
     """Uniform Progress (Wu et al., NSDI '24) with the product's additions; the rule is the module's docstring.
 
     ``ahead_margin``: seconds of time by which progress must lead the line before leaving on demand
-    for spot. Default ``2 * restart_overhead + tick``: leaving costs one launch, and should the spot be
-    reclaimed at once, coming back costs another and a tick passes before it is seen; after that round
-    trip the job is still on the line.
+    for spot. Default ``restart_overhead``: leaving costs one launch, and after paying it the job is
+    still on the line; should the spot be reclaimed at once, the safety reserve (rule 4) still covers
+    the way back. (The same default is what ``bench/arbitrage.py`` replays.)
     """
 
     def __init__(self, *, ahead_margin: float | None = None) -> None:
@@ -266,7 +302,7 @@ class UniformProgress:
         if live and o.market == "spot":
             return KEEP  # 1. spot while it lasts
         if on_od_now:
-            margin = self.ahead_margin if self.ahead_margin is not None else 2 * d + tick
+            margin = self.ahead_margin if self.ahead_margin is not None else d
             ahead = o.progress >= (o.elapsed + margin) * job / deadline
             if ahead and may_launch_spot:
                 return _try_spot(order, KEEP)  # 3. back to spot, else stay on demand

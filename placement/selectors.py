@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from placement.models import Offer, PoolBlock, PriceHistory, PriceRefresh
+from placement.models import Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh
 from placement.optimizer import MAX_LIMIT, Candidate, Pool, Requirements, no_placement, rank_offers
+from placement.risk import BUCKET_FREQUENCY
 
 __all__ = [
     "Candidate",
@@ -100,3 +104,82 @@ def pool_block_list(*, active: bool | None = None) -> QuerySet[PoolBlock]:
 
 def price_refresh_latest(*, provider: str) -> PriceRefresh | None:
     return PriceRefresh.objects.filter(provider=provider).order_by("-started_at", "-id").first()
+
+
+# --- pool statistics: estimates from what the fleet saw ---------------------------------------
+
+SECONDS_PER_MONTH = 30 * 86_400
+DEFAULT_BUCKET = 2  # a pool the catalog does not know: its middle bucket
+# The prior weighs as much as a day of watching one instance at the catalog's rate (its bucket), and as
+# half a refusal in five launches: a pool with no history reads as the catalog says, and a few hours of
+# real observations outweigh it.
+PRIOR_EXPOSURE_SECONDS = 86_400.0
+PRIOR_REFUSALS, PRIOR_LAUNCHES = 0.5, 5.0
+
+
+@dataclass(frozen=True)
+class PoolEstimate:
+    pool: Pool
+    market: str
+    expected_lifetime_seconds: float  # mean time to preemption (infinite on demand)
+    refusal_rate: float  # chance a launch is refused now
+    instances_seen: int
+    preemptions: int
+    last_refusal_at: datetime | None
+
+
+def _prior_hazard(risk_bucket: int) -> float:
+    """Preemptions per second implied by the catalog's monthly interruption frequency."""
+    frequency = float(BUCKET_FREQUENCY[risk_bucket])
+    return -math.log(1 - frequency) / SECONDS_PER_MONTH
+
+
+def pool_estimate(*, stats: PoolStats | None, risk_bucket: int = DEFAULT_BUCKET, pool: Pool, market: str = "spot"):
+    """Expected spot lifetime and refusal rate of ``pool``: its decayed evidence over the catalog's prior."""
+    if market != "spot":
+        return PoolEstimate(pool, market, math.inf, 0.0, stats.instances_seen if stats else 0, 0, None)
+    prior_preemptions = _prior_hazard(risk_bucket) * PRIOR_EXPOSURE_SECONDS
+    preemptions = stats.preemptions if stats else 0.0
+    exposure = stats.exposure_seconds if stats else 0.0
+    hazard = (preemptions + prior_preemptions) / (exposure + PRIOR_EXPOSURE_SECONDS)
+    refusals = stats.refusals if stats else 0.0
+    launches = stats.launch_attempts if stats else 0.0
+    return PoolEstimate(
+        pool=pool,
+        market=market,
+        expected_lifetime_seconds=1 / hazard,
+        refusal_rate=(refusals + PRIOR_REFUSALS) / (launches + PRIOR_LAUNCHES),
+        instances_seen=stats.instances_seen if stats else 0,
+        preemptions=stats.preemptions_total if stats else 0,
+        last_refusal_at=stats.last_refusal_at if stats else None,
+    )
+
+
+def pool_estimates(*, pools: Iterable[Pool], market: str = "spot") -> dict[Pool, PoolEstimate]:
+    """Estimates for many pools in two queries (their statistics and their catalog buckets)."""
+    pools = [tuple(pool) for pool in pools]
+    if not pools:
+        return {}
+    wanted = Q()
+    for provider, region, zone, instance_type in pools:
+        wanted |= Q(provider=provider, region=region, availability_zone=zone, instance_type=instance_type)
+    stats = {
+        (s.provider, s.region, s.availability_zone, s.instance_type): s
+        for s in PoolStats.objects.filter(wanted, market=market)
+    }
+    offers = Q()
+    for provider, region, zone, instance_type in pools:
+        offers |= Q(
+            instance_type__provider=provider, region=region, availability_zone=zone, instance_type__name=instance_type
+        )
+    fields = ("instance_type__provider", "region", "availability_zone", "instance_type__name")
+    buckets = {
+        tuple(row[name] for name in fields): row["risk_bucket"]
+        for row in Offer.objects.filter(offers).values(*fields, "risk_bucket")
+    }
+    return {
+        pool: pool_estimate(
+            stats=stats.get(pool), risk_bucket=buckets.get(pool, DEFAULT_BUCKET), pool=pool, market=market
+        )
+        for pool in pools
+    }

@@ -21,7 +21,8 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from placement.clouds.base import CloudError, ObservedPrice, PriceSource, get_price_source
-from placement.models import InstanceType, Offer, PoolBlock, PriceHistory, PriceRefresh
+from placement.models import InstanceType, Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh
+from placement.optimizer import Pool
 from placement.risk import MONEY_QUANTUM, RiskModel
 
 logger = logging.getLogger(__name__)
@@ -317,3 +318,57 @@ def pool_unblock(*, provider: str, region: str, availability_zone: str, instance
         until__gt=now,
     ).update(until=now, updated_at=now)
     return ended > 0
+
+
+# --- pool statistics: what the fleet sees of each pool ----------------------------------------
+
+
+def _pool_stats_decayed(*, pool: Pool, market: str, now: datetime) -> PoolStats:
+    """The pool's row, locked, its counters decayed to ``now`` (created empty on first sight)."""
+    provider, region, zone, instance_type = pool
+    stats, _ = PoolStats.objects.select_for_update().get_or_create(
+        provider=provider,
+        region=region,
+        availability_zone=zone,
+        instance_type=instance_type,
+        market=market,
+        defaults={"updated_at": now},
+    )
+    hours = max((now - stats.updated_at).total_seconds(), 0.0) / 3600
+    factor = 0.5 ** (hours / settings.POOL_STATS_HALF_LIFE_HOURS)
+    stats.exposure_seconds *= factor
+    stats.preemptions *= factor
+    stats.launch_attempts *= factor
+    stats.refusals *= factor
+    stats.updated_at = now
+    return stats
+
+
+def pool_launch_record(*, pool: Pool, market: str, refused: bool, now: datetime | None = None) -> None:
+    """A launch was tried in ``pool``; ``refused``: the cloud had no capacity."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        stats = _pool_stats_decayed(pool=pool, market=market, now=now)
+        stats.launch_attempts += 1
+        if refused:
+            stats.refusals += 1
+            stats.refusals_total += 1
+            stats.last_refusal_at = now
+        stats.save()
+
+
+def pool_lifetime_record(
+    *, pool: Pool, market: str, seconds: float, preempted: bool, now: datetime | None = None
+) -> None:
+    """An instance in ``pool`` ran ``seconds`` and then was reclaimed (``preempted``) or ended otherwise
+    (a censored lifetime: it tells how long the pool lasted at least)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        stats = _pool_stats_decayed(pool=pool, market=market, now=now)
+        stats.instances_seen += 1
+        stats.exposure_seconds += max(seconds, 0.0)
+        if preempted:
+            stats.preemptions += 1
+            stats.preemptions_total += 1
+            stats.last_preemption_at = now
+        stats.save()

@@ -193,7 +193,10 @@ class WorkloadInstance(models.Model):
     on_demand_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     healthy_at = models.DateTimeField(null=True, blank=True, help_text="When its workload first answered healthy.")
+    preempted_at = models.DateTimeField(null=True, blank=True, help_text="When the cloud reclaimed it, if it did.")
     terminated_at = models.DateTimeField(null=True, blank=True)
+    # When its lifetime went into the pool's statistics (once: placement.PoolStats).
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "workload_instances"

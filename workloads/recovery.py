@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from celery import current_app
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
@@ -45,6 +48,7 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
     WorkloadInstance,
+    WorkloadRouting,
     WorkloadStatus,
 )
 from workloads.notifications import notification_create, workload_interrupted_payload
@@ -55,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 GONE = (InstanceState.PREEMPTED, InstanceState.TERMINATED, InstanceState.FAILED)
 
+# The task that asks one workload's agent for a checkpoint (workloads/tasks.py imports this module).
+CHECKPOINT_TASK = "workloads.checkpoint_request"
 # Health-check counters in the shared KV, read by /metrics (console/metrics.py).
 HEALTH_KEY = "metrics:health:{what}:{provider}"
 
@@ -172,8 +178,10 @@ def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str
     """RUNNING → INTERRUPTED on the first interruption signal (``agent`` or ``cloud``); later ones are no-ops.
 
     Blocks the instance's pool for the cool-down, tells the customer, and starts
-    the recovery: migration, or termination when the policy (or the migration
-    limit) says so. Returns whether this signal was the first.
+    the recovery: migration, or termination when its recovery policy says so.
+    Preemptions come in waves, so every other workload running on spot in the
+    same pool is warned: its agent is asked for a checkpoint now. Returns whether
+    this signal was the first.
     """
 
     with transaction.atomic():
@@ -202,6 +210,10 @@ def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str
                 instance_type=instance.instance_type,
                 reason=f"spot interruption of {instance.instance_id}",
             )
+            WorkloadInstance.objects.filter(pk=instance.pk, preempted_at__isnull=True).update(
+                preempted_at=timezone.now()
+            )
+            transaction.on_commit(lambda: pool_wave_warn(instance_id=instance.pk))
         notification_create(
             workload=workload,
             type=NotificationType.WORKLOAD_INTERRUPTED,
@@ -210,6 +222,51 @@ def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str
         )
         _recovery_start(workload, instance=instance, reason=f"spot interruption ({signal})")
     return True
+
+
+def pool_wave_warn(*, instance_id: Any) -> list[str]:
+    """A preemption in a pool warns every other workload running on spot there (most co-interruptions of
+    one type in one zone come within minutes): each gets a timeline event and its agent is asked to
+    checkpoint now (a task per workload, so a slow agent holds up nobody). The workloads warned."""
+    reclaimed = WorkloadInstance.objects.filter(pk=instance_id).first()
+    if reclaimed is None:
+        return []
+    neighbours = WorkloadInstance.objects.filter(
+        provider=reclaimed.provider,
+        region=reclaimed.region,
+        availability_zone=reclaimed.availability_zone,
+        instance_type=reclaimed.instance_type,
+        market=Market.SPOT,
+        terminated_at__isnull=True,
+        workload__status=WorkloadStatus.RUNNING,
+    ).exclude(workload_id=reclaimed.workload_id)
+    warned = []
+    for neighbour in neighbours:
+        WorkloadEvent.objects.create(
+            workload_id=neighbour.workload_id,
+            kind=WorkloadEvent.Kind.INFO,
+            name="pool-preemption-warning",
+            message=f"A spot instance in this pool ({reclaimed.provider}/{reclaimed.region}/"
+            f"{reclaimed.availability_zone}/{reclaimed.instance_type}) was just reclaimed: checkpointing now.",
+            detail={"reclaimed_instance": reclaimed.instance_id},
+        )
+        current_app.send_task(CHECKPOINT_TASK, args=(str(neighbour.workload_id),))
+        warned.append(str(neighbour.workload_id))
+    return warned
+
+
+def checkpoint_request(*, workload_id: UUID | str) -> bool:
+    """Ask the workload's agent for a checkpoint now (``POST /_agent/checkpoint`` at its address)."""
+    routing = WorkloadRouting.objects.filter(workload_id=workload_id).first()
+    if routing is None:
+        return False
+    request = urllib.request.Request(f"http://{routing.endpoint}/_agent/checkpoint", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS * 5) as answer:
+            return 200 <= answer.status < 300
+    except (urllib.error.URLError, OSError) as error:
+        logger.info("checkpoint request to %s failed: %s", routing.endpoint, error)
+        return False
 
 
 def workload_mark_unhealthy(*, workload_id: UUID | str, reason: str) -> bool:

@@ -21,6 +21,7 @@ from django_fsm import can_proceed
 from accounts.models import Customer
 from arbitrage.errors import DomainError
 from placement.clouds.base import get_cloud
+from placement.services import pool_lifetime_record
 from workloads import routing
 from workloads.errors import IdempotencyKeyReused, TransitionRefused
 from workloads.models import (
@@ -232,7 +233,7 @@ def workload_instances_release(*, workload_id: UUID | str, reason: str) -> list[
         health_monitoring_stop(workload_id=workload_id)
         routing_remove(workload_id=workload_id)
         for instance in WorkloadInstance.objects.filter(workload_id=workload_id, terminated_at__isnull=False):
-            instance_release_announce(instance=instance)
+            instance_release_record(instance=instance)
     return released
 
 
@@ -242,6 +243,27 @@ def workload_current_instance(*, workload_id: UUID | str) -> WorkloadInstance | 
         .order_by("-created_at")
         .first()
     )
+
+
+def instance_release_record(*, instance: WorkloadInstance) -> list[dict[str, Any]]:
+    """An ended instance: its lifetime goes into its pool's statistics (once), and billing is told.
+
+    Its lifetime runs from when it became healthy (or was created) to its reclaim, or to its
+    end when it was not reclaimed (a censored lifetime). Returns what billing recorded.
+    """
+    now = timezone.now()
+    if instance.terminated_at is not None and WorkloadInstance.objects.filter(
+        pk=instance.pk, observed_at__isnull=True
+    ).update(observed_at=now):
+        began = instance.healthy_at or instance.created_at
+        ended = instance.preempted_at or instance.terminated_at
+        pool_lifetime_record(
+            pool=(instance.provider, instance.region, instance.availability_zone, instance.instance_type),
+            market=instance.market,
+            seconds=max((ended - began).total_seconds(), 0.0),
+            preempted=instance.preempted_at is not None,
+        )
+    return instance_release_announce(instance=instance)
 
 
 # --- progress and capacity --------------------------------------------------------------

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from placement.clouds.base import TransientCloudError
-from workloads import controller, notifications
+from workloads import controller, notifications, recovery
 from workloads.reconciliation import cloud_interruption_warnings_poll
 from workloads.reconciliation import cloud_reconcile as reconcile
 from workloads.recovery import health_sweep_run
@@ -77,3 +77,8 @@ def cloud_interruption_warnings() -> list[str]:
 def arbitrage_tick() -> dict:
     report = controller.arbitrage_tick()
     return {"looked_at": report.looked_at, **report.actions}
+
+
+@shared_task(name="workloads.checkpoint_request", ignore_result=True)
+def checkpoint_request(workload_id: str) -> bool:
+    return recovery.checkpoint_request(workload_id=workload_id)

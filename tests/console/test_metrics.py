@@ -42,6 +42,9 @@ FAMILIES = {
     "arbitrage_month_on_demand_equivalent_usd": "gauge",
     "arbitrage_month_saving_usd": "gauge",
     "arbitrage_metrics_source_up": "gauge",
+    "arbitrage_pool_expected_lifetime_seconds": "gauge",
+    "arbitrage_pool_refusal_rate": "gauge",
+    "arbitrage_pool_preemptions": "counter",
 }
 
 
@@ -355,3 +358,17 @@ def test_a_source_that_fails_is_reported_down_and_the_rest_still_answer(db, metr
     assert value(samples, "arbitrage_metrics_source_up", source="gateway") == 0
     assert value(samples, "arbitrage_metrics_source_up", source="workloads") == 1
     assert "arbitrage_gateway_requests_total" not in samples
+
+
+def test_each_pool_the_fleet_has_seen_has_its_estimates_on_metrics(db, metrics_settings):
+    from placement.services import pool_launch_record, pool_lifetime_record
+
+    pool = ("aws", "us-east-1", "us-east-1a", "p3.2xlarge")
+    pool_lifetime_record(pool=pool, market="spot", seconds=1800, preempted=True)
+    pool_launch_record(pool=pool, market="spot", refused=True)
+    metrics_settings.METRICS_PUBLIC = True
+    samples = scrape()
+    labels = {"provider": "aws", "region": "us-east-1", "zone": "us-east-1a", "instance_type": "p3.2xlarge"}
+    assert value(samples, "arbitrage_pool_preemptions_total", **labels) == 1
+    assert 0 < value(samples, "arbitrage_pool_expected_lifetime_seconds", **labels) < 30 * 86_400
+    assert 0.1 < value(samples, "arbitrage_pool_refusal_rate", **labels) < 1

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600.0
 JOB, DEADLINE, OVERHEAD, TICK = 40 * HOUR, 60 * HOUR, 720.0, 60.0
 RATE = JOB / DEADLINE
-MARGIN = 2 * OVERHEAD + TICK
+MARGIN = OVERHEAD  # the default: one launch
 
 
 def pools(*specs: tuple) -> tuple[Pool, ...]:
@@ -277,3 +277,117 @@ def test_it_is_stateless_the_same_observation_gives_the_same_action():
 def test_the_module_imports_without_django():
     code = "import sys, placement.policy; sys.exit('django' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+# --- lifetimes, urgency (the additions that beat SkyNomad on the replay) -----------------------
+
+
+def test_a_pool_that_keeps_dying_is_ranked_after_a_dearer_one_that_lasts():
+    # a is cheaper but its instances live 20 min: every run pays a 12 min launch, so a's price is paid
+    # 20 / 8 times per hour of work ($2.25/h), more than b's $1.0.
+    dying = pools(("a", 0.9, {"expected_lifetime": 1200.0}), ("b", 1.0, {"expected_lifetime": 20 * HOUR}))
+
+    action = act(behind(pools=dying))
+
+    assert (action.pool, action.fallbacks) == ("b", ("a",))
+
+
+def test_a_lifetime_longer_than_the_work_left_changes_nothing():
+    lasting = pools(("a", 0.9, {"expected_lifetime": 100 * HOUR}), ("b", 1.0))
+
+    assert act(behind(pools=lasting)) == act(behind())
+
+
+def test_a_pool_whose_instances_die_before_the_launch_pays_off_is_tried_last_but_still_tried():
+    useless = pools(("a", 0.5, {"expected_lifetime": OVERHEAD / 2}), ("b", 1.0), ("c", 1.1))
+
+    action = act(behind(pools=useless))
+
+    assert (action.pool, action.fallbacks) == ("b", ("c", "a"))
+
+
+def test_a_price_spike_in_the_cheapest_pool_sends_a_launch_elsewhere_but_never_moves_a_live_instance():
+    spiked = pools(("a", 2.9), ("b", 1.0))
+
+    assert act(behind(pools=spiked)).pool == "b"
+    assert act(behind(pools=spiked, market="spot", pool="a")) == Keep()
+
+
+def test_a_move_whose_egress_is_not_worth_it_waits_for_the_checkpoints_pool_longer_when_far_ahead():
+    # The checkpoint is in a (refused now); b costs a $1 move. On the line a second of waiting is worth on
+    # demand's premium over spot; far ahead of it, only the share of the line's rate still needed.
+    options = pools(("a", 0.9, {"refused": True}), ("b", 0.9, {"egress_cost": 1.0}))
+    break_even = HOUR / (3.0 - 0.9)
+    far_ahead = 10 * HOUR  # 20 h of work left in 50 h: 0.4 / (2/3) = 0.6 of the line's rate
+    urgency = ((JOB - (10 * HOUR + far_ahead) * RATE) / (DEADLINE - 10 * HOUR)) / RATE
+
+    assert outcome(act(ahead_by(HOUR, pools=options, idle_for=break_even * 1.1)), capacity={"b"}) == ("spot", "b")
+    waited = break_even * 1.1  # enough on the line, not far ahead
+    assert outcome(act(ahead_by(far_ahead, pools=options, idle_for=waited)), capacity={"b"}) == "keep"
+    longer = break_even / urgency * 1.05
+    assert outcome(act(ahead_by(far_ahead, pools=options, idle_for=longer)), capacity={"b"}) == ("spot", "b")
+
+
+def test_in_a_crunch_it_goes_on_demand_whatever_the_lifetimes_say():
+    progress = 10 * HOUR * RATE
+    deadline = 10 * HOUR + (JOB - progress) + 2 * OVERHEAD + 2 * TICK - 1
+    lasting = pools(("a", 0.9, {"expected_lifetime": 100 * HOUR}), ("b", 1.0, {"expected_lifetime": 100 * HOUR}))
+
+    for market, pool in ((None, None), ("spot", "a")):
+        assert act(observe(deadline=deadline, pools=lasting, market=market, pool=pool)) == LaunchOnDemand("a")
+
+
+def test_behind_the_line_with_no_spot_dying_pools_do_not_keep_it_off_on_demand():
+    dying = pools(("a", 0.9, {"expected_lifetime": OVERHEAD / 2}), ("b", 1.0, {"expected_lifetime": OVERHEAD / 2}))
+
+    assert outcome(act(behind(pools=dying)), capacity=set()) == ("on_demand", "a")
+
+
+# --- the replay wrapper's survival estimate (bench/arbitrage.py) -------------------------------
+
+
+def _wrapper():
+    replay_dir = ROOT.parent / "shared" / "replay"
+    if not (replay_dir / "replay.py").exists():
+        pytest.skip("the shared replay is not here")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_arbitrage", ROOT / "bench" / "arbitrage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_wrapper_learns_that_a_zone_keeps_dying_and_the_policy_then_prefers_another():
+    arbitrage = _wrapper()
+    replay = arbitrage.replay
+    gap = 195.0
+
+    def seen(tick, *, zone=None, mode=None, preempted=False, attempts=()):
+        return replay.Observation(
+            tick=tick, elapsed=tick * gap, gap=gap, deadline=DEADLINE, job_length=JOB, progress=0.0,
+            restart_overhead=OVERHEAD, zone=zone, mode=mode, overhead_left=0.0, instance_age=0,
+            preempted=preempted, checkpoint_zone=0, last_launch_ok=None, last_attempts=attempts,
+            last_probes=(), spot_prices=(0.9, 1.0), od_prices=(3.0, 3.0), zones=("a", "b"),
+            egress=((0.0, 0.0), (0.0, 0.0)), history=[],
+        )  # fmt: skip
+
+    wrapper = arbitrage.Arbitrage()
+    tick = 0
+    for _ in range(3):  # three instances in a, each reclaimed three ticks after its launch
+        wrapper._track_lifetimes(seen(tick + 1, zone=0, mode="spot", attempts=((0, "spot", True),)))
+        wrapper._track_lifetimes(seen(tick + 3, preempted=True))
+        tick += 3
+    # then one in b, released (not reclaimed) after 21 ticks
+    wrapper._track_lifetimes(seen(tick + 1, zone=1, mode="spot", attempts=((1, "spot", True),)))
+    wrapper._track_lifetimes(seen(tick + 21, zone=1, mode="spot"))
+    wrapper._track_lifetimes(seen(tick + 22))
+    tick += 22
+    lifetimes = wrapper.lifetimes(seen(tick))
+
+    lived_a, lived_b = 3 * 3 * gap, 21 * gap  # b: from its launch to the tick before it was seen gone
+    pooled = (lived_a + lived_b) / 3  # all lived seconds over all reclaims
+    assert lifetimes == pytest.approx([(lived_a + pooled) / 4, lived_b + pooled])
+    assert wrapper.observation(seen(tick)).pools[0].expected_lifetime == pytest.approx(lifetimes[0])
+    # a is cheaper, but its instances die soon after the launch is paid: b is tried first.
+    assert wrapper.act(seen(tick + 10)) == replay.LaunchSpot(1, (0,), replay.LaunchOD(0))

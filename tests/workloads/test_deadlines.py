@@ -323,3 +323,47 @@ def test_a_preemption_while_the_instance_boots_places_the_workload_again(catalog
         provider=first.provider, region=first.region, instance_type=first.instance_type, until__gt=timezone.now()
     ).exists()
     assert WorkloadEvent.objects.filter(workload=workload, message__contains="preempted while starting").exists()
+
+
+# --- what the fleet learns of a pool -----------------------------------------------------------
+
+
+def test_a_preemption_warns_every_other_workload_on_spot_in_that_pool(db, django_capture_on_commit_callbacks):
+    from workloads import recovery
+
+    def running(market: str = "spot") -> WorkloadInstance:
+        return WorkloadInstanceFactory(
+            workload=WorkloadFactory(status=S.RUNNING), market=market, availability_zone="us-east-1a"
+        )
+
+    reclaimed, neighbour, on_demand = running(), running(), running("on_demand")
+    elsewhere = WorkloadInstanceFactory(workload=WorkloadFactory(status=S.RUNNING), availability_zone="us-east-1b")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.workload_interrupt(workload_id=reclaimed.workload_id, signal="cloud")
+
+    reclaimed.refresh_from_db()
+    assert reclaimed.preempted_at is not None
+    warned = set(WorkloadEvent.objects.filter(name="pool-preemption-warning").values_list("workload_id", flat=True))
+    assert warned == {neighbour.workload_id}
+    assert on_demand.workload_id not in warned and elsewhere.workload_id not in warned
+
+
+def test_an_ended_instance_goes_into_its_pools_statistics_once(db):
+    from placement.models import PoolStats
+    from workloads.services import instance_release_record
+
+    healthy = timezone.now() - timedelta(hours=3)
+    instance = WorkloadInstanceFactory(
+        healthy_at=healthy,
+        preempted_at=healthy + timedelta(hours=2),
+        terminated_at=healthy + timedelta(hours=2, minutes=1),
+        billed=False,
+    )
+    instance_release_record(instance=instance)
+    instance_release_record(instance=instance)  # released again (a retried step): counted once
+
+    stats = PoolStats.objects.get(instance_type=instance.instance_type, availability_zone=instance.availability_zone)
+    assert stats.instances_seen == 1 and stats.preemptions_total == 1
+    assert stats.exposure_seconds == pytest.approx(2 * 3600, rel=0.01)
+    assert UsageRecord.objects.filter(instance=instance).count() == 1

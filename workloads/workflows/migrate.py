@@ -32,12 +32,12 @@ from workloads.models import (
 )
 from workloads.services import (
     health_monitoring_stop,
+    instance_release_record,
     instance_terminate,
     workflow_run_create,
     workload_progress_restore,
     workload_transition_locked,
 )
-from workloads.signals import instance_release_announce
 from workloads.workflows import provision
 from workloads.workflows.engine import NotYet, Poll, RetryPolicy, Step, StepContext, Workflow, register, scaled
 
@@ -112,7 +112,7 @@ def terminate_old_instance(ctx: StepContext) -> dict[str, Any]:
 
     def release() -> None:
         for instance in ended:
-            instance_release_announce(instance=instance)
+            instance_release_record(instance=instance)
             workload_progress_restore(
                 workload_id=ctx.workload.id,
                 instance=instance,

@@ -26,6 +26,7 @@ from placement.clouds.base import (
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
     NEXT_CANDIDATE_ERRORS,
+    CapacityError,
     InstanceNotFound,
     InstanceRequest,
     InstanceState,
@@ -36,7 +37,7 @@ from placement.clouds.base import (
 )
 from placement.errors import NoPlacement
 from placement.selectors import Candidate, placement_candidates
-from placement.services import pool_block
+from placement.services import pool_block, pool_launch_record
 from workloads import notifications, routing
 from workloads.models import (
     HealthMonitor,
@@ -253,6 +254,7 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
                 instance_type=candidate.instance_type,
                 reason=f"{type(refused).__name__}: {refused.message}",
             )
+            pool_launch_record(pool=candidate.pool, market=market, refused=isinstance(refused, CapacityError))
             skipped.append({"pool": _pool_name(candidate), "error": refused.message})
             continue
         except PermanentCloudError as error:
@@ -277,6 +279,7 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
                 },
             )
             workload_capacity_found(workload_id=ctx.workload.id)
+            pool_launch_record(pool=candidate.pool, market=market, refused=False)
 
         ctx.on_commit_effects(record)
         return {

@@ -22,11 +22,11 @@ from workloads.models import (
 )
 from workloads.services import (
     health_monitoring_stop,
+    instance_release_record,
     instance_terminate,
     routing_remove,
     workload_transition_locked,
 )
-from workloads.signals import instance_release_announce
 from workloads.workflows.engine import (
     RetryPolicy,
     Step,
@@ -142,7 +142,7 @@ def record_billing(ctx: StepContext) -> dict[str, Any]:
 
     def bill() -> None:
         for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=False):
-            records.extend(instance_release_announce(instance=instance))
+            records.extend(instance_release_record(instance=instance))
 
     ctx.on_commit_effects(bill)
     return {"records": records}
