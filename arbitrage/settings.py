@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "placement",
     "storage",
     "billing",
+    "fleet",
     "console",
     "demo",
 ]

@@ -21,7 +21,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"placement"}),
     frozenset({"storage"}),
     frozenset({"workloads"}),
-    frozenset({"billing", "gateway"}),
+    frozenset({"billing", "gateway", "fleet"}),
     frozenset({"console"}),
     frozenset({"demo"}),
 )

@@ -6,9 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from placement.clouds.base import TransientCloudError
-from workloads import controller, notifications, recovery
-from workloads.reconciliation import cloud_interruption_warnings_poll
-from workloads.reconciliation import cloud_reconcile as reconcile
+from workloads import notifications, recovery
 from workloads.recovery import health_sweep_run
 from workloads.workflows import engine
 
@@ -60,23 +58,6 @@ def notification_deliver(self, notification_id: str) -> None:
 @shared_task(name="workloads.health_sweep", ignore_result=True)
 def health_sweep() -> dict:
     return health_sweep_run().__dict__
-
-
-@shared_task(name="workloads.cloud_reconcile", ignore_result=True)
-def cloud_reconcile() -> dict:
-    report = reconcile()
-    return {action: report.count(action) for action in ("terminate", "wait", "interrupt", "error")}
-
-
-@shared_task(name="workloads.cloud_interruption_warnings", ignore_result=True)
-def cloud_interruption_warnings() -> list[str]:
-    return cloud_interruption_warnings_poll()
-
-
-@shared_task(name="workloads.arbitrage_tick", ignore_result=True)
-def arbitrage_tick() -> dict:
-    report = controller.arbitrage_tick()
-    return {"looked_at": report.looked_at, **report.actions}
 
 
 @shared_task(name="workloads.checkpoint_request", ignore_result=True)

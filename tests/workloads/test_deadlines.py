@@ -10,12 +10,12 @@ from rest_framework.test import APIClient
 
 from accounts.tokens import agent_token_for
 from billing.models import UsageRecord
+from fleet import controller
 from placement.clouds import local
 from placement.policy import Keep, LaunchOnDemand, LaunchSpot
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory, customer_with_key
 from tests.live import wait_until
 from tests.workloads.test_provision import api_for, reaches, submit
-from workloads import controller
 from workloads.models import (
     WAITING_FOR_CAPACITY,
     Notification,

@@ -33,7 +33,7 @@ from placement.clouds.local.adapter import (
 )
 from placement.clouds.local.faults import faults_clear, faults_get, faults_set
 
-# The records themselves, for tests that age or rewrite one (tests/workloads/test_reconciliation.py).
+# The records themselves, for tests that age or rewrite one (tests/fleet/test_reconciliation.py).
 from placement.clouds.local.store import load as _load  # noqa: F401
 from placement.clouds.local.store import save as _save  # noqa: F401
 

@@ -8,12 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from fleet.reconciliation import cloud_reconcile
 from placement.clouds import local
 from placement.clouds.base import MANAGED_BY_TAG, MANAGED_BY_VALUE, InstanceRequest, InstanceState
 from placement.models import ReconcileFinding
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 from workloads.models import WorkflowKind, WorkflowRun, WorkloadStatus
-from workloads.reconciliation import cloud_reconcile
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from workloads.reconciliation import cloud_reconcile
+from fleet.reconciliation import cloud_reconcile
 
 
 class Command(BaseCommand):

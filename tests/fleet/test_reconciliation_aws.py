@@ -13,6 +13,7 @@ from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
+from fleet.reconciliation import cloud_interruption_warnings_poll, cloud_reconcile
 from placement.clouds import base
 from placement.clouds.aws import AwsCloud
 from placement.models import ReconcileFinding
@@ -20,7 +21,6 @@ from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 from tests.placement.aws_fake import FAKE_ENV
 from tests.placement.test_aws_cloud import interruption_event
 from workloads.models import WorkloadStatus
-from workloads.reconciliation import cloud_interruption_warnings_poll, cloud_reconcile
 
 pytestmark = pytest.mark.django_db
 
