@@ -20,6 +20,14 @@ class InterruptionReportSerializer(StrictSerializer):
     reason = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
 
 
+def _agent_workload_id(request):
+    """The workload whose agent token authenticated the request; 404 for anyone else or a deleted workload."""
+    agent = request.user
+    if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
+        raise Http404
+    return agent.workload_id
+
+
 class AgentInterruptionView(APIView):
     authentication_classes = [AgentTokenAuthentication]
 
@@ -31,12 +39,10 @@ class AgentInterruptionView(APIView):
         "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless.",
     )
     def post(self, request):
-        agent = request.user
-        if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
-            raise Http404
+        workload_id = _agent_workload_id(request)
         report = InterruptionReportSerializer(data=request.data)
         report.is_valid(raise_exception=True)
-        workload = recovery.agent_interruption_report(workload_id=agent.workload_id, **report.validated_data)
+        workload = recovery.agent_interruption_report(workload_id=workload_id, **report.validated_data)
         return Response({"workload_id": str(workload.id), "status": workload.status}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -58,12 +64,10 @@ class AgentProgressView(APIView):
         "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated.",
     )
     def post(self, request):
-        agent = request.user
-        if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
-            raise Http404
+        workload_id = _agent_workload_id(request)
         report = ProgressReportSerializer(data=request.data)
         report.is_valid(raise_exception=True)
-        workload = services.workload_progress_report(workload_id=agent.workload_id, **report.validated_data)
+        workload = services.workload_progress_report(workload_id=workload_id, **report.validated_data)
         return Response(
             {"workload_id": str(workload.id), "status": workload.status, "progress_seconds": workload.progress_seconds},
             status=status.HTTP_202_ACCEPTED,
