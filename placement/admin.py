@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import admin
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -20,7 +21,7 @@ from django.utils.safestring import SafeString, mark_safe
 from placement import services
 from placement.models import InstanceType, Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh, ReconcileFinding
 from placement.risk import BUCKET_LABELS
-from placement.selectors import pool_estimates
+from placement.selectors import DEFAULT_BUCKET, pool_estimate
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -358,16 +359,23 @@ class PoolStatsAdmin(ReadOnlyAdmin):
     search_fields = ["region", "availability_zone", "instance_type"]
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        self._estimates = {}
-        return queryset
+        # Each row's catalog bucket (the estimate's prior) in the same query, not one query per row.
+        bucket = Offer.objects.filter(
+            instance_type__provider=OuterRef("provider"),
+            instance_type__name=OuterRef("instance_type"),
+            region=OuterRef("region"),
+            availability_zone=OuterRef("availability_zone"),
+        ).values("risk_bucket")[:1]
+        return super().get_queryset(request).annotate(catalog_bucket=Subquery(bucket))
 
     def _estimate(self, stats: PoolStats):
-        pool = (stats.provider, stats.region, stats.availability_zone, stats.instance_type)
-        cache = getattr(self, "_estimates", {})
-        if pool not in cache:
-            cache.update(pool_estimates(pools=[pool], market=stats.market))
-        return cache[pool]
+        bucket = getattr(stats, "catalog_bucket", None)
+        return pool_estimate(
+            stats=stats,
+            risk_bucket=DEFAULT_BUCKET if bucket is None else bucket,
+            pool=(stats.provider, stats.region, stats.availability_zone, stats.instance_type),
+            market=stats.market,
+        )
 
     @admin.display(description="expected lifetime")
     def estimated_lifetime(self, stats: PoolStats) -> str:
