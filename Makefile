@@ -34,6 +34,7 @@ demo: $(VENV)/.runtime
 ## test: the whole suite (embedded default unless DATABASE_URL/REDIS_URL say otherwise)
 test: $(VENV)/.dev
 	.ci/ensure-chromium
+	.ci/ensure-sandbox
 	$(PY) -m pytest
 
 ## lint: ruff check and ruff format --check

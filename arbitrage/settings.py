@@ -9,6 +9,7 @@ service. See docs/configuration.md for the full list.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -37,9 +38,14 @@ except OSError as exc:
 def _embedded_secret_key() -> str:
     """A random key kept under var/ so signatures survive restarts."""
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    try:
+        # Created 0600 in one step: the key is never readable by another user, not even for a moment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)  # a key written before this rule may be world-readable
+    else:
+        with os.fdopen(fd, "w") as key_file:
+            key_file.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -275,6 +281,9 @@ SPECTACULAR_SETTINGS = {
 # A new instance reports "pending" this long, like a booting VM.
 LOCAL_CLOUD_BOOT_DELAY_MS = env_int("LOCAL_CLOUD_BOOT_DELAY_MS", 2000, minimum=0, maximum=600_000)
 # How long terminate waits after SIGTERM before it sends SIGKILL.
+# Customer ``command``s run on this machine: off unless the operator accepts that, and then each
+# instance runs in a bubblewrap sandbox (placement/clouds/local/sandbox.py, docs/clouds.md).
+LOCAL_CLOUD_ALLOW_COMMANDS = env_bool("LOCAL_CLOUD_ALLOW_COMMANDS", False)
 LOCAL_CLOUD_STOP_GRACE_SECONDS = env_int("LOCAL_CLOUD_STOP_GRACE_SECONDS", 5, minimum=0, maximum=600)
 
 # --- Placement ----------------------------------------------------------------

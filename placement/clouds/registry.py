@@ -48,3 +48,19 @@ def register_price_sources() -> None:
     """One price source per provider in ``PRICE_SOURCES``, each reading that cloud's public price API."""
     for provider in settings.PRICE_SOURCES:
         base.register_price_source(provider, _price_source_class(provider)())
+
+
+def custom_commands_refused() -> str:
+    """Why a workload's own ``command`` cannot run here ("" if it can).
+
+    A provider on the local cloud runs instances on the service's own machine, which
+    takes customer commands only where the operator has enabled their sandbox.
+    """
+    local = sorted(provider for provider, backend in settings.CLOUD_BACKENDS.items() if backend == "local")
+    if not local or settings.LOCAL_CLOUD_ALLOW_COMMANDS:
+        return ""
+    return (
+        f"Custom commands are disabled on this service: {', '.join(local)} run on its local cloud, "
+        "which runs only the sample agent unless the operator enables sandboxed commands "
+        "(LOCAL_CLOUD_ALLOW_COMMANDS)."
+    )

@@ -86,3 +86,20 @@ def test_the_database_is_the_configured_one(db, settings):
             assert cursor.fetchone()[0] == "wal"
     else:
         assert connection.vendor == "postgresql"
+
+
+def test_enabling_commands_without_a_sandbox_stops_start_up_with_one_line(tmp_path):
+    bare = tmp_path / "bin"  # a PATH without bwrap
+    bare.mkdir()
+    done = manage("check", tmp_path=tmp_path, LOCAL_CLOUD_ALLOW_COMMANDS="1", PATH=str(bare))
+
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("configuration error: LOCAL_CLOUD_ALLOW_COMMANDS: ") and "bubblewrap" in lines[0]
+
+
+def test_the_embedded_secret_key_is_readable_by_the_service_alone(tmp_path):
+    assert manage("check", tmp_path=tmp_path).returncode == 0
+
+    assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600

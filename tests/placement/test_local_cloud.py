@@ -262,6 +262,7 @@ def test_terminate_stops_the_process_and_is_idempotent(aws: local.LocalCloud) ->
 
 def test_terminate_kills_a_process_that_ignores_sigterm(aws: local.LocalCloud, settings: Any) -> None:
     settings.LOCAL_CLOUD_STOP_GRACE_SECONDS = 1
+    settings.LOCAL_CLOUD_ALLOW_COMMANDS = True  # and so it runs in its sandbox, which the signals must reach
     stubborn = (
         sys.executable,
         "-c",
@@ -359,6 +360,7 @@ def test_a_command_gets_the_instance_env_and_failing_during_boot_is_failed(
     aws: local.LocalCloud, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.LOCAL_CLOUD_BOOT_DELAY_MS = 10_000
+    settings.LOCAL_CLOUD_ALLOW_COMMANDS = True
     monkeypatch.setenv("SECRET_KEY", "the control plane's secret")
     script = (
         "import os; "
@@ -465,3 +467,74 @@ def test_list_managed_instances_filters_by_provider_region_tag_and_state(aws: lo
 
     assert [info.instance_id for info in aws.list_managed_instances(REGION)] == [wanted.instance_id]
     assert len(local.instances_all()) == 5
+
+
+# --- customer commands and their sandbox ---------------------------------------------------------------
+
+HOSTILE = r"""
+import json, os, pathlib, sys
+found = {"uid": os.getuid(), "secret_env": sorted(k for k in os.environ if k in ("SECRET_KEY", "DATABASE_URL"))}
+for name, path in json.loads(sys.argv[1]).items():
+    try:
+        target = pathlib.Path(path)
+        found[name] = sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_text()[:40]
+    except OSError as error:
+        found[name] = type(error).__name__
+    if found[name] == []:
+        found[name] = "empty"
+pathlib.Path("mine.txt").write_text("written")
+found["own_dir"] = pathlib.Path("mine.txt").read_text()
+print("FOUND " + json.dumps(found), flush=True)
+"""
+
+
+def test_a_command_is_refused_unless_the_operator_enabled_commands(aws: local.LocalCloud) -> None:
+    with pytest.raises(local.CommandsDisabled, match="LOCAL_CLOUD_ALLOW_COMMANDS"):
+        aws.create_spot_instance(make_request(command=(sys.executable, "-c", "print('hi')")))
+
+    assert local.instances_all() == []
+
+
+def test_a_hostile_command_reads_nothing_of_the_control_plane_or_another_instance(
+    aws: local.LocalCloud, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LOCAL_CLOUD_ALLOW_COMMANDS = True
+    monkeypatch.setenv("SECRET_KEY", "the control plane's secret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/arbitrage")
+    secret = Path(settings.VAR_DIR) / "secret_key"
+    secret.write_text("a secret key of the service")
+    database = Path(settings.VAR_DIR) / "db.sqlite3"
+    database.write_text("rows of every customer")
+    neighbour = aws.create_spot_instance(make_request("token-neighbour"))
+    answer(neighbour)  # the sample agent runs in its sandbox too
+    neighbour_file = local.instance_log_path(neighbour.instance_id).with_name("data.txt")
+    neighbour_file.write_text("the neighbour's data")
+    targets = {
+        "secret_key": str(secret),
+        "database": str(database),
+        "var_dir": str(settings.VAR_DIR),
+        "neighbour_file": str(neighbour_file),
+        "neighbour_dir": str(neighbour_file.parent),
+        "service_environ": f"/proc/{os.getpid()}/environ",
+        "root_home": "/root",
+    }
+
+    hostile = aws.create_spot_instance(
+        make_request("token-hostile", command=(sys.executable, "-c", HOSTILE, json.dumps(targets)))
+    )
+    log = local.instance_log_path(hostile.instance_id)
+    line = eventually(lambda: re.search(r"^FOUND (.*)$", log.read_text(), re.MULTILINE), "the command's report")
+    found = json.loads(line.group(1))
+
+    assert found["uid"] != 0 and found["uid"] != os.getuid()
+    assert found["secret_env"] == []
+    for name in ("secret_key", "database", "neighbour_file"):
+        assert found[name] in {"FileNotFoundError", "PermissionError"}, (name, found[name])
+    assert found["neighbour_dir"] in {"FileNotFoundError", "PermissionError"}
+    assert found["var_dir"] == ["local-cloud"], found["var_dir"]  # only the way down to its own directory
+    interpreter = {Path(prefix).resolve() for prefix in (sys.base_prefix, sys.prefix)}
+    needed = {path.relative_to("/root").parts[0] for path in interpreter if path.is_relative_to("/root")}
+    assert found["root_home"] == "empty" or set(found["root_home"]) <= needed, found["root_home"]
+    assert found["service_environ"] in {"FileNotFoundError", "PermissionError"}
+    assert found["own_dir"] == "written"
+    assert (local.instance_log_path(hostile.instance_id).with_name("mine.txt")).read_text() == "written"

@@ -81,7 +81,8 @@ def test_create_stores_a_pending_workload_with_defaults_filled(api, customer):
     assert workload.events.get().name == "created"
 
 
-def test_create_accepts_a_full_request(api):
+def test_create_accepts_a_full_request(api, settings):
+    settings.LOCAL_CLOUD_ALLOW_COMMANDS = True  # the operator runs customer commands in their sandbox
     body = {
         "name": "gpu job",
         "requirements": {
@@ -184,6 +185,20 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(api, field, body
     assert field in error["fields"], error
     assert error["message"].startswith(next(iter(error["fields"])))
     assert not Workload.objects.exists()
+
+
+def test_a_command_is_refused_where_the_local_cloud_would_run_it_unsandboxed(api, settings):
+    settings.CLOUD_BACKENDS = {"aws": "aws", "gcp": "local", "azure": "local"}
+    error = assert_error(post(api, _with("config.command", ["sh", "-c", "cat /etc/passwd"])), 400, "invalid")
+
+    assert "LOCAL_CLOUD_ALLOW_COMMANDS" in error["fields"]["config.command"][0]
+    assert "azure, gcp run on its local cloud" in error["fields"]["config.command"][0]
+    assert not Workload.objects.exists()
+
+
+def test_a_command_is_accepted_where_no_provider_runs_on_the_local_cloud(api, settings):
+    settings.CLOUD_BACKENDS = {"aws": "aws", "gcp": "gcp", "azure": "azure"}
+    assert post(api, _with("config.command", ["python", "train.py"])).status_code == 201
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"null", b'"text"', b"\xff\xfe"])

@@ -8,12 +8,15 @@ address, so the workflow's health checks reach it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
+from accounts.tokens import agent_token_for
 from tests.factories import customer_with_key
 from tests.live import HealthServer, wait_until
 from tests.placement.aws_fake import FAKE_ENV, loopback_subnet, start_fake_aws
@@ -62,6 +65,13 @@ def reaches(workload: Workload, state: str, timeout: float = 90) -> None:
     wait_until(status, timeout=timeout, what=f"{workload.name} to be {state} (is {workload.status})")
 
 
+def assert_only_its_own_token_in(startup_script: str, workload: Workload) -> None:
+    """An instance's user data may hold its workload's token, and no secret of the control plane."""
+    assert agent_token_for(workload.id) in startup_script
+    for secret in (settings.SECRET_KEY, "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "AWS_SECRET_ACCESS_KEY", "GCP_"):
+        assert secret not in startup_script, secret
+
+
 def terminate(workload: Workload) -> None:
     response = workload.api.post(f"/api/v1/workloads/{workload.id}/terminate")
     assert response.status_code in (200, 202), response.content
@@ -86,6 +96,8 @@ def test_a_workload_on_gcp_runs_and_its_termination_leaves_no_vm(catalog, worker
     assert vm["scheduling"]["provisioningModel"] == "SPOT"
     assert vm["labels"]["workload-id"] == str(workload.id)
     assert vm["labels"]["managed-by"] == "compute-arbitrage"
+    metadata = {item["key"]: item["value"] for item in vm["metadata"]["items"]}
+    assert_only_its_own_token_in(metadata["startup-script"], workload)
 
     terminate(workload)
     assert gcp.instances == {}
@@ -171,12 +183,15 @@ def aws(monkeypatch) -> Iterator[dict[str, str]]:
     stop()
 
 
-def aws_instances(env: dict[str, str]) -> list[dict]:
-    """The fake cloud's instances that are not terminated, read with plain boto3."""
+def ec2_client(env: dict[str, str]):
     import boto3
 
-    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=env["AWS_EC2_ENDPOINT_URL"])
-    reservations = ec2.describe_instances()["Reservations"]
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=env["AWS_EC2_ENDPOINT_URL"])
+
+
+def aws_instances(env: dict[str, str]) -> list[dict]:
+    """The fake cloud's instances that are not terminated, read with plain boto3."""
+    reservations = ec2_client(env).describe_instances()["Reservations"]
     return [
         i for r in reservations for i in r["Instances"] if i["State"]["Name"] not in ("terminated", "shutting-down")
     ]
@@ -197,6 +212,8 @@ def test_a_workload_on_aws_runs_and_its_termination_leaves_no_instance(catalog, 
         tags = {tag["Key"]: tag["Value"] for tag in ec2_instance["Tags"]}
         assert tags["workload-id"] == str(workload.id) and tags["managed-by"] == "compute-arbitrage"
         assert instance.public_ip == ec2_instance["PrivateIpAddress"]
+        user_data = ec2_client(aws).describe_instance_attribute(InstanceId=instance.instance_id, Attribute="userData")
+        assert_only_its_own_token_in(base64.b64decode(user_data["UserData"]["Value"]).decode(), workload)
 
         terminate(workload)
         assert aws_instances(aws) == []

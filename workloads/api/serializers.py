@@ -18,6 +18,7 @@ from arbitrage.api.fields import (
     StrictIntegerField,
     StrictSerializer,
 )
+from placement.clouds.registry import custom_commands_refused
 from placement.requirements import RequirementsSerializer
 from storage.selectors import storage_summary_get
 from workloads.models import RecoveryPolicy, Workload, WorkloadEvent, WorkloadInstance, WorkloadStatus
@@ -45,6 +46,11 @@ class ConfigSerializer(StrictSerializer):
     # "private": the gateway admits only the customer's API key or the workload's access token.
     access = serializers.ChoiceField(choices=("public", "private"), default="public")
     storage = StorageSettingsSerializer(required=False)
+
+    def validate_command(self, command: list[str]) -> list[str]:
+        if command and (refused := custom_commands_refused()):
+            raise serializers.ValidationError(refused)
+        return command
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
         if len(env) > MAX_ENV_VARS:

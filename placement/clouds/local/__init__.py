@@ -21,6 +21,7 @@ Importing the package registers the ``local`` backend (``CLOUD_BACKENDS``).
 """
 
 from placement.clouds.local.adapter import (
+    CommandsDisabled,
     InstanceNotInterruptible,
     LocalCloud,
     instance_log_path,
@@ -38,6 +39,7 @@ from placement.clouds.local.store import load as _load  # noqa: F401
 from placement.clouds.local.store import save as _save  # noqa: F401
 
 __all__ = [
+    "CommandsDisabled",
     "InstanceNotInterruptible",
     "LocalCloud",
     "faults_clear",

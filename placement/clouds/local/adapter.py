@@ -37,12 +37,17 @@ from placement.clouds import base
 from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState, Market
 from placement.clouds.local.faults import apply_create_faults, faults_get
 from placement.clouds.local.launcher import write_json
+from placement.clouds.local.sandbox import sandbox_argv, sandbox_prepare, sandbox_uid
 
 logger = logging.getLogger("placement.clouds.local")
 
 # Variables of this process an instance inherits; everything else (secrets,
 # DATABASE_URL, ...) stays out, as it would on a real VM.
 _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+
+class CommandsDisabled(base.PermanentCloudError):
+    """A request carried a custom command and the operator has not enabled them on the local cloud."""
 
 
 class InstanceNotInterruptible(base.CloudError):
@@ -167,6 +172,13 @@ class LocalCloud(base.CloudAdapter):
     def create_instance(self, request: InstanceRequest) -> InstanceInfo:
         if not request.idempotency_token:
             raise base.PermanentCloudError("an idempotency token is required", provider=self.provider)
+        if request.command and not settings.LOCAL_CLOUD_ALLOW_COMMANDS:
+            raise CommandsDisabled(
+                "local cloud: custom commands are disabled (LOCAL_CLOUD_ALLOW_COMMANDS is off): instances here "
+                "run on the service's own machine, so only the sample agent runs",
+                provider=self.provider,
+                code="CommandsDisabled",
+            )
         # Creates of one token take turns; creates of different tokens launch in parallel,
         # holding the machine-wide lock only to pick their id and port.
         with store.token_locked(self.provider, request.idempotency_token):
@@ -194,7 +206,14 @@ class LocalCloud(base.CloudAdapter):
         argv = list(request.command) or [sys.executable, "-m", "agent"]
         launch = store.read_json(store.run_dir(instance_id) / "launch.json")
         if launch is None or not processes.alive(launch["pid"], launch["pid_start"]):
-            launch = processes.launch(instance_id, argv, self._environment(instance_id, request, port, faults), port)
+            env = self._environment(instance_id, request, port, faults)
+            launched_argv = argv
+            if settings.LOCAL_CLOUD_ALLOW_COMMANDS:
+                directory, uid = store.run_dir(instance_id), sandbox_uid(port)
+                sandbox_prepare(directory, uid=uid)
+                launched_argv = sandbox_argv(argv, run_dir=directory, uid=uid)
+                env.update(HOME=str(directory), TMPDIR="/tmp")
+            launch = processes.launch(instance_id, launched_argv, env, port)
         # else: a create that launched this instance died before recording it; adopt the process.
         record = {
             "instance_id": instance_id,
@@ -346,7 +365,8 @@ def interruption_notice(instance_id: str, *, grace_seconds: float) -> datetime:
         record["reclaim_at"] = deadline
         store.save(record)
     reclaim_at = datetime.fromtimestamp(deadline, tz=UTC)
-    write_json(store.notice_path(instance_id), {"action": "terminate", "time": reclaim_at.isoformat()})
+    # Readable by the instance, which may run as a user of its own (sandbox.py).
+    write_json(store.notice_path(instance_id), {"action": "terminate", "time": reclaim_at.isoformat()}, mode=0o644)
     return reclaim_at
 
 

@@ -24,10 +24,11 @@ logger = logging.getLogger("placement.clouds.local")
 HAVE_PROC = Path("/proc/self/stat").exists()
 
 
-def write_json(path: Path, data: object) -> None:
+def write_json(path: Path, data: object, *, mode: int = 0o600) -> None:
     """Write via a temporary file and ``os.replace``: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
         os.replace(tmp, path)
