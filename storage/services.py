@@ -211,7 +211,9 @@ class WorkloadStorageManager:
 
     # --- receiving bytes (the embedded backend's signed PUT) ----------------------------
 
-    def receive_upload(self, upload_id: UUID | str, *, staging_key: str, chunks: Iterable[bytes]) -> int:
+    def receive_upload(
+        self, upload_id: UUID | str, *, staging_key: str, declared_bytes: int, chunks: Iterable[bytes]
+    ) -> int:
         """Take the one PUT an upload URL allows into its staging key; the bytes written.
 
         The upload moves PENDING -> RECEIVING -> RECEIVED under its row's lock, so a
@@ -222,6 +224,8 @@ class WorkloadStorageManager:
             upload = self._locked_upload(upload_id, staging_key)
             if upload.status != UploadStatus.PENDING:
                 raise UploadUrlUsedError("This upload URL was used already: ask for a new one.")
+            if declared_bytes > upload.reserved_bytes:
+                raise UploadTooLargeError(f"The upload is over the {upload.reserved_bytes} bytes this URL allows.")
             WorkloadStorageUpload.objects.filter(pk=upload.pk).update(status=UploadStatus.RECEIVING)
         try:
             size = self.backend.write_stream(staging_key, chunks, max_bytes=upload.reserved_bytes)
@@ -721,11 +725,11 @@ def storage_upload_complete(
 
 
 def storage_upload_receive(
-    *, workload_id: UUID | str, upload_id: UUID | str, staging_key: str, chunks: Iterable[bytes]
+    *, workload_id: UUID | str, upload_id: UUID | str, staging_key: str, declared_bytes: int, chunks: Iterable[bytes]
 ) -> int:
     """The embedded backend's signed PUT: the one body its upload URL allows; the bytes written."""
     return WorkloadStorageManager(workload_id, backend=FilesystemBackend()).receive_upload(
-        upload_id, staging_key=staging_key, chunks=chunks
+        upload_id, staging_key=staging_key, declared_bytes=declared_bytes, chunks=chunks
     )
 
 

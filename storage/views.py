@@ -55,11 +55,13 @@ def signed_object(request: HttpRequest, key: str) -> HttpResponse:
     declared = request.META.get("CONTENT_LENGTH", "")
     if not declared.isdigit():  # a chunked body (no Content-Length) would be read as empty
         return _refuse(411, "length_required", "An upload needs a Content-Length header; chunked bodies are refused.")
-    if int(declared) > payload["max"]:
-        return _refuse(413, "too_large", f"The upload is over the {payload['max']} bytes this URL allows.")
     try:
         services.storage_upload_receive(
-            workload_id=_workload_id(key), upload_id=payload["u"], staging_key=key, chunks=_body_chunks(request)
+            workload_id=_workload_id(key),
+            upload_id=payload["u"],
+            staging_key=key,
+            declared_bytes=int(declared),
+            chunks=_body_chunks(request),
         )
     except DomainError as refused:
         return _refuse(refused.status, refused.code, refused.message)
