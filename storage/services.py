@@ -370,7 +370,7 @@ class WorkloadStorageManager:
         self.backend.delete_many(u.staging_key for u in uploads)
         self._set_status([u.pk for u in uploads], UploadStatus.REFUSED, only=UPLOAD_OPEN_STATUSES)
 
-    def record_objects(self, objects: list[NewObject], *, release: list[UUID] = ()) -> list[WorkloadStorageObject]:
+    def record_objects(self, objects: list[NewObject], *, release: Iterable[UUID] = ()) -> list[WorkloadStorageObject]:
         """Add (or replace) index rows, all or none, and release the uploads they came from; never over the quota.
 
         The index plus the other open reservations must fit the quota; when they

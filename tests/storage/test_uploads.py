@@ -295,3 +295,13 @@ def test_a_put_without_content_length_is_a_411_and_writes_nothing(customer, embe
     # The URL is still unused: the same bytes with a Content-Length go through.
     assert requests.put(target["url"], data=b"abcdef", timeout=30).status_code == 200
     assert upload_complete(agent, workload, "state/a.bin", b"abcdef").status_code == 201
+
+
+def test_operators_see_the_open_upload_urls_in_the_admin(api, workload, embedded, admin_client):
+    upload_target(api, workload, "artifacts/report.pdf", size_bytes=1234)
+    page = admin_client.get("/admin/storage/workloadstorageupload/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "artifacts/report.pdf" in body
+    assert "1234" in body
+    assert admin_client.get("/admin/storage/workloadstorageupload/add/").status_code == 403
