@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from storage.models import WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject
+from storage.models import WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject, WorkloadStorageUpload
 
 
 @admin.register(WorkloadStorageConfig)
@@ -35,3 +35,26 @@ class WorkloadCheckpointAdmin(admin.ModelAdmin):
         "completed_at",
         "error",
     ]
+
+
+@admin.register(WorkloadStorageUpload)
+class WorkloadStorageUploadAdmin(admin.ModelAdmin):
+    """Issued upload URLs and the bytes they reserve; made by the API, deleted by the expiry sweep."""
+
+    list_display = ["object_key", "workload", "status", "reserved_bytes", "created_at", "expires_at"]
+    list_filter = ["status"]
+    search_fields = ["=workload__id", "object_key"]
+    readonly_fields = [
+        "id",
+        "workload",
+        "object_key",
+        "reserved_bytes",
+        "status",
+        "multipart_upload_id",
+        "checkpoint",
+        "created_at",
+        "expires_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False

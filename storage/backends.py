@@ -1,9 +1,11 @@
 """Where the bytes live: an S3 API (boto3) or the local filesystem (embedded default).
 
 Both hand out URLs the workload uses directly, so no byte passes through a
-worker: S3 presigned PUT / POST / multipart part URLs, or URLs to this app's
-own views carrying an HMAC-signed, expiring token (``storage/views.py``).
-Keys here are full backend keys (``workloads/{id}/...``), already validated.
+worker: S3 presigned POST (its policy caps the size) / PUT / multipart part
+URLs, or URLs to this app's own views carrying an HMAC-signed, expiring token
+naming the upload it is for (``storage/views.py``). Keys here are full backend
+keys (``workloads/{id}/...``), already validated; an upload URL points at its
+upload's staging key, moved to the object's key when the upload is completed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core import signing
+
+from storage.errors import UploadVerificationError
 
 SIGNING_SALT = "storage.signed-url"
 _READ_CHUNK = 1024 * 1024
@@ -62,7 +66,10 @@ class S3Backend:
 
     supports_multipart = True
 
-    def upload_target(self, key: str, *, content_type: str, max_bytes: int, expires_in: int) -> UploadTarget:
+    def upload_target(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int, upload_id: str | None = None
+    ) -> UploadTarget:
+        """A presigned POST, its policy capping the size at ``max_bytes``; or (R2) a PUT sized at completion."""
         if settings.STORAGE_PRESIGNED_POST:
             post = self.client.generate_presigned_post(
                 self.bucket,
@@ -114,15 +121,42 @@ class S3Backend:
         )
 
     def multipart_complete(self, key: str, *, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p["part_number"], "ETag": p["etag"]} for p in parts]},
-        )
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p["part_number"], "ETag": p["etag"]} for p in parts]},
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "MalformedXML"):
+                raise UploadVerificationError(f"The multipart upload could not be completed: {code}.") from None
+            raise
 
     def multipart_abort(self, key: str, *, upload_id: str) -> None:
-        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        """Drop an unfinished multipart upload and its parts; one completed or aborted already is left alone."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                raise
+
+    def move(self, source: str, target: str) -> None:
+        """Server-side copy to ``target`` (multipart copy over 5 GiB), then delete ``source``."""
+        from boto3.s3.transfer import TransferConfig
+
+        self.client.copy(
+            {"Bucket": self.bucket, "Key": source},
+            self.bucket,
+            target,
+            Config=TransferConfig(multipart_threshold=5 * 1024**3, multipart_chunksize=512 * 1024**2),
+        )
+        self.client.delete_object(Bucket=self.bucket, Key=source)
 
     def download_url(self, key: str, *, expires_in: int) -> str:
         return self.client.generate_presigned_url(
@@ -209,15 +243,20 @@ class FilesystemBackend:
             raise ValueError(f"key {key!r} leaves the storage root")
         return path
 
-    def signed_url(self, key: str, *, operation: str, expires_in: int, max_bytes: int = 0) -> str:
-        token = signing.dumps(
-            {"k": key, "op": operation, "max": max_bytes, "exp": int(time.time()) + expires_in}, salt=SIGNING_SALT
-        )
+    def signed_url(
+        self, key: str, *, operation: str, expires_in: int, max_bytes: int = 0, upload_id: str | None = None
+    ) -> str:
+        payload = {"k": key, "op": operation, "max": max_bytes, "exp": int(time.time()) + expires_in}
+        if upload_id is not None:
+            payload["u"] = upload_id  # the upload (reservation) the PUT is for: single use
+        token = signing.dumps(payload, salt=SIGNING_SALT)
         base = settings.PUBLIC_API_URL.rstrip("/")
         return f"{base}/storage/objects/{quote(key)}?token={quote(token)}"
 
-    def upload_target(self, key: str, *, content_type: str, max_bytes: int, expires_in: int) -> UploadTarget:
-        url = self.signed_url(key, operation="put", expires_in=expires_in, max_bytes=max_bytes)
+    def upload_target(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int, upload_id: str | None = None
+    ) -> UploadTarget:
+        url = self.signed_url(key, operation="put", expires_in=expires_in, max_bytes=max_bytes, upload_id=upload_id)
         return UploadTarget(
             method="PUT",
             url=url,
@@ -251,6 +290,12 @@ class FilesystemBackend:
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
         os.replace(temporary, path)
+
+    def move(self, source: str, target: str) -> None:
+        path = self.path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(source), path)
+        self.delete(source)  # already gone: drops the folders it leaves empty
 
     def write_stream(self, key: str, chunks: Iterable[bytes], *, max_bytes: int) -> int | None:
         """Write the object from ``chunks``; None (and nothing written) if it is over ``max_bytes``."""

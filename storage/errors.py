@@ -35,3 +35,36 @@ class CheckpointError(ConflictError):
 
 class MultipartNotSupportedError(DomainError):
     code = "multipart_not_supported"
+
+
+class StorageReadOnlyError(ConflictError):
+    """The workload has ended: its storage takes no more writes, even on URLs issued before."""
+
+    code = "storage_read_only"
+
+
+class UploadUrlUsedError(ConflictError):
+    """An upload URL is single use: its bytes arrived already, or it was completed."""
+
+    code = "upload_url_used"
+
+
+class UploadNotPendingError(ConflictError):
+    """Completion of a key with no open upload: completed already, refused, or its URL expired."""
+
+    code = "upload_not_pending"
+
+
+class UploadExpiredError(DomainError):
+    status = 403
+    code = "upload_expired"
+
+
+class UploadTooLargeError(DomainError):
+    status = 413
+    code = "too_large"
+
+
+class LengthRequiredError(DomainError):
+    status = 411
+    code = "length_required"

@@ -7,7 +7,14 @@ from uuid import UUID
 
 from django.db.models import Count, QuerySet, Sum
 
-from storage.models import CheckpointStatus, WorkloadCheckpoint, WorkloadStorageConfig, WorkloadStorageObject
+from storage.models import (
+    UPLOAD_OPEN_STATUSES,
+    CheckpointStatus,
+    WorkloadCheckpoint,
+    WorkloadStorageConfig,
+    WorkloadStorageObject,
+    WorkloadStorageUpload,
+)
 
 
 def storage_used_bytes(*, workload_id: UUID | str, exclude_keys: tuple[str, ...] = ()) -> int:
@@ -15,6 +22,21 @@ def storage_used_bytes(*, workload_id: UUID | str, exclude_keys: tuple[str, ...]
     if exclude_keys:
         objects = objects.exclude(object_key__in=exclude_keys)
     return objects.aggregate(total=Sum("size_bytes"))["total"] or 0
+
+
+def storage_reserved_bytes(*, workload_id: UUID | str, exclude_ids: tuple[UUID, ...] = ()) -> int:
+    """The bytes held by upload URLs not yet completed or expired (each URL's most bytes)."""
+    uploads = WorkloadStorageUpload.objects.filter(workload_id=workload_id, status__in=UPLOAD_OPEN_STATUSES)
+    if exclude_ids:
+        uploads = uploads.exclude(id__in=exclude_ids)
+    return uploads.aggregate(total=Sum("reserved_bytes"))["total"] or 0
+
+
+def storage_upload_open_list(*, workload_id: UUID | str, key: str) -> QuerySet[WorkloadStorageUpload]:
+    """The open upload URLs (not checkpoint chunks) for one key, newest first."""
+    return WorkloadStorageUpload.objects.filter(
+        workload_id=workload_id, object_key=key, checkpoint__isnull=True, status__in=UPLOAD_OPEN_STATUSES
+    ).order_by("-created_at")
 
 
 def storage_config_get(*, workload_id: UUID | str) -> WorkloadStorageConfig | None:
@@ -31,6 +53,7 @@ def storage_summary_get(*, workload_id: UUID | str) -> dict[str, Any] | None:
     )
     return {
         "used_bytes": totals["used"] or 0,
+        "reserved_bytes": storage_reserved_bytes(workload_id=workload_id),
         "quota_bytes": config.storage_quota_bytes,
         "retention_days": config.retention_days,
         "object_count": totals["count"],

@@ -100,6 +100,57 @@ class CheckpointSerializer(serializers.ModelSerializer):
         return len(checkpoint.manifest.get("chunks", []))
 
 
+class UploadPartSerializer(serializers.Serializer):
+    part_number = serializers.IntegerField()
+    url = serializers.CharField(help_text="Presigned PUT for this part; its ETag answer goes into the completion.")
+    offset = serializers.IntegerField(help_text="Where the part starts in the object.")
+    size = serializers.IntegerField()
+
+
+class UploadTargetSerializer(serializers.Serializer):
+    """Where and how to send one object's bytes. The URL takes one upload: ask again to upload again."""
+
+    key = serializers.CharField()
+    method = serializers.ChoiceField(
+        choices=["PUT", "POST", "MULTIPART"],
+        help_text="PUT: send the bytes as the body of a PUT to `url` with `headers` (a Content-Length is required). "
+        "POST: a multipart/form-data POST to `url` with every entry of `fields` first and the bytes last as `file` "
+        "(S3 presigned POST; its policy caps the size at `max_bytes`). MULTIPART: PUT each of `parts` to its URL, "
+        "then complete with `upload_id` and each part's ETag.",
+    )
+    url = serializers.CharField(allow_null=True, help_text="For PUT and POST.")
+    fields = serializers.DictField(
+        child=serializers.CharField(), help_text="For POST: the form fields to send before the file."
+    )
+    headers = serializers.DictField(child=serializers.CharField(), help_text="For PUT: headers to send.")
+    max_bytes = serializers.IntegerField(
+        help_text="The most bytes the upload may have: reserved from the quota until it is completed or expires."
+    )
+    upload_id = serializers.CharField(allow_null=True, help_text="For MULTIPART: pass it to uploads/complete.")
+    parts = UploadPartSerializer(many=True, help_text="For MULTIPART.")
+    expires_at = serializers.DateTimeField(help_text="When the URL stops working and its reservation is released.")
+
+
+class CheckpointChunkUploadSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    key = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    upload = UploadTargetSerializer()
+
+
+class CheckpointBeginResponseSerializer(serializers.Serializer):
+    checkpoint_id = serializers.CharField()
+    status = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    chunk_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField()
+    prefix = serializers.CharField()
+    chunks = CheckpointChunkUploadSerializer(many=True)
+
+
 def upload_target_data(target: UploadTarget, *, key: str) -> dict[str, Any]:
     return {
         "key": key,

@@ -41,9 +41,11 @@ class UploadUrlView(StorageView):
     @extend_schema(
         operation_id="storage_upload_url",
         request=s.UploadRequestSerializer,
-        responses={201: OpenApiResponse(description="Upload target"), 413: ERROR, **COMMON_ERRORS},
-        description="A presigned upload (PUT, POST with form fields, or MULTIPART with one URL per part). "
-        "Refused with 413 'Storage quota exceeded' when the quota is used up.",
+        responses={201: s.UploadTargetSerializer, 413: ERROR, **COMMON_ERRORS},
+        description="A single-use upload target (PUT, POST with form fields, or MULTIPART with one URL per part). "
+        "Its `max_bytes` (the declared `size_bytes`, else all the room left) is reserved from the quota until the "
+        "upload is completed or its URL expires. Refused with 413 'Storage quota exceeded' when the used and "
+        "reserved bytes leave no room for it, and 409 `storage_read_only` once the workload is terminated.",
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
@@ -59,8 +61,10 @@ class UploadCompleteView(StorageView):
         operation_id="storage_upload_complete",
         request=s.UploadCompleteSerializer,
         responses={201: s.StorageObjectSerializer, 413: ERROR, **COMMON_ERRORS},
-        description="Record an upload in the object index after checking the real object's size and SHA-256. "
-        "An upload that would take the workload over its quota is refused (413) and removed.",
+        description="Record an upload in the object index after checking the real object's size and SHA-256; "
+        "its reservation is released. Once per upload URL: a key with no open upload is a 409 "
+        "`upload_not_pending`. An upload over what its URL reserved is refused (413) and removed, as is any "
+        "upload once the workload is terminated (409 `storage_read_only`).",
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
@@ -109,7 +113,7 @@ class CheckpointListBeginView(StorageView, generics.GenericAPIView):
     @extend_schema(
         operation_id="storage_checkpoints_begin",
         request=s.CheckpointBeginSerializer,
-        responses={201: OpenApiResponse(description="The checkpoint with an upload target per chunk"), 413: ERROR},
+        responses={201: s.CheckpointBeginResponseSerializer, 413: ERROR, **COMMON_ERRORS},
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)

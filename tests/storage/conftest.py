@@ -100,3 +100,42 @@ def agent_api(workload):
 
 def storage_url(workload_id, path: str) -> str:
     return f"/api/v1/workloads/{workload_id}/storage/{path}"
+
+
+def url_path(url: str) -> str:
+    """An embedded signed URL as the test client's path and query."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def upload_target(api, workload, key: str, **body) -> dict:
+    answer = api.post(storage_url(workload.id, "uploads"), {"key": key, **body}, format="json")
+    assert answer.status_code == 201, answer.json()
+    return answer.json()
+
+
+def send_bytes(api, target: dict, data: bytes):
+    """Send ``data`` as the upload target says: the embedded PUT through the test client, S3 over HTTP."""
+    import requests
+    from django.conf import settings
+
+    if target["url"].startswith(settings.PUBLIC_API_URL):
+        return api.put(url_path(target["url"]), data, content_type="application/octet-stream")
+    if target["method"] == "POST":
+        return requests.post(target["url"], data=target["fields"], files={"file": ("blob", data)}, timeout=30)
+    return requests.put(target["url"], data=data, headers=target["headers"], timeout=30)
+
+
+def upload_complete(api, workload, key: str, data: bytes | None = None, **body):
+    import hashlib
+
+    if data is not None:
+        body["sha256"] = hashlib.sha256(data).hexdigest()
+    return api.post(storage_url(workload.id, "uploads/complete"), {"key": key, **body}, format="json")
+
+
+def bytes_on_disk(backend, workload) -> int:
+    """Every byte the backend holds for the workload: objects, staging uploads, anything else."""
+    return sum(backend.stat(key).size for key in backend.list_keys(f"workloads/{workload.id}/"))

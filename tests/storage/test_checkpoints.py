@@ -77,3 +77,17 @@ def test_an_incomplete_checkpoint_is_refused_and_never_latest(client, backend):
 def test_no_checkpoint_yet(client):
     assert client.latest_checkpoint() is None
     assert client.restore_latest() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agent_uploads_an_object_once_per_url_on_both_backends(client, backend):
+    data = b"x,y\n1,2\n"
+    stored = client.upload("artifacts/results/out.csv", data, content_type="text/csv")
+    assert stored["size_bytes"] == len(data)
+    assert client.download("artifacts/results/out.csv") == data
+    # Completing it again, as a replaying client would, is refused.
+    with pytest.raises(StorageClientError) as again:
+        client._api("POST", "uploads/complete", {"key": "artifacts/results/out.csv"})
+    assert again.value.status == 409
+    assert again.value.body["error"]["code"] == "upload_not_pending"
+    assert [o["key"] for o in client.objects("artifacts/")] == ["artifacts/results/out.csv"]

@@ -9,20 +9,13 @@ import pytest
 from django.core import signing
 
 from storage.backends import SIGNING_SALT
-from tests.storage.conftest import storage_url, storage_workload
+from tests.storage.conftest import storage_url, storage_workload, upload_target, url_path
 
 pytestmark = pytest.mark.django_db
 
 
-def _path(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
-
-
-def _upload_url(api, workload, key, **body):
-    answer = api.post(storage_url(workload.id, "uploads"), {"key": key, **body}, format="json")
-    assert answer.status_code == 201, answer.json()
-    return answer.json()
+_path = url_path
+_upload_url = upload_target
 
 
 def test_upload_complete_download_round_trip(api, workload, embedded, settings):
@@ -48,6 +41,7 @@ def test_upload_complete_download_round_trip(api, workload, embedded, settings):
     detail = api.get(f"/api/v1/workloads/{workload.id}").json()
     assert detail["storage"] == {
         "used_bytes": len(body),
+        "reserved_bytes": 0,
         "quota_bytes": 10 * 1024**2,
         "retention_days": 7,
         "object_count": 1,
@@ -94,35 +88,35 @@ def test_body_over_the_url_limit_is_refused_and_nothing_written(api, workload, e
     assert list(embedded.list_keys("workloads/")) == []
 
 
-def test_quota_refuses_the_upload_that_would_overflow_it(api, customer, embedded):
+def test_quota_counts_the_used_and_the_reserved_bytes(api, customer, embedded):
     workload = storage_workload(customer, quota_bytes=10)
     target = _upload_url(api, workload, "artifacts/one.bin")
-    api.put(_path(target["url"]), b"123456", content_type="application/octet-stream")
+    assert target["max_bytes"] == 10  # nothing declared: the URL may take (and reserves) all the room left
+    assert api.put(_path(target["url"]), b"123456", content_type="application/octet-stream").status_code == 200
     assert (
         api.post(storage_url(workload.id, "uploads/complete"), {"key": "artifacts/one.bin"}, format="json").status_code
         == 201
     )
 
-    # The URL allows only what is left; a client that declares less and sends more is refused at completion.
+    # The next URL allows only what is left, and holds it while open: no room for a third.
     target = _upload_url(api, workload, "artifacts/two.bin")
     assert target["max_bytes"] == 4
-    key = f"workloads/{workload.id}/artifacts/two.bin"
-    embedded.write(key, b"123456", content_type="application/octet-stream")  # as if the limit were bypassed
-    refused = api.post(storage_url(workload.id, "uploads/complete"), {"key": "artifacts/two.bin"}, format="json")
-    assert refused.status_code == 413
-    assert "quota" in refused.json()["error"]["message"].lower()
-    assert embedded.stat(key) is None
-    assert api.get(f"/api/v1/workloads/{workload.id}").json()["storage"]["used_bytes"] == 6
-
-    # Once the quota is used up, no upload URL at all.
-    embedded.write(key, b"1234", content_type="application/octet-stream")
-    assert (
-        api.post(storage_url(workload.id, "uploads/complete"), {"key": "artifacts/two.bin"}, format="json").status_code
-        == 201
-    )
+    assert api.get(f"/api/v1/workloads/{workload.id}").json()["storage"]["reserved_bytes"] == 4
     full = api.post(storage_url(workload.id, "uploads"), {"key": "artifacts/three.bin"}, format="json")
     assert full.status_code == 413
     assert full.json()["error"]["message"] == "Storage quota exceeded"
+    assert full.json()["error"]["reserved_bytes"] == 4
+
+    # More than it allows is refused with nothing written; it can still take what it allows.
+    assert api.put(_path(target["url"]), b"123456", content_type="application/octet-stream").status_code == 413
+    assert list(embedded.list_keys(f"workloads/{workload.id}/.uploads/")) == []
+    assert api.put(_path(target["url"]), b"1234", content_type="application/octet-stream").status_code == 200
+    done = api.post(storage_url(workload.id, "uploads/complete"), {"key": "artifacts/two.bin"}, format="json")
+    assert done.status_code == 201
+    storage = api.get(f"/api/v1/workloads/{workload.id}").json()["storage"]
+    assert (storage["used_bytes"], storage["reserved_bytes"]) == (10, 0)
+    again = api.post(storage_url(workload.id, "uploads"), {"key": "artifacts/three.bin"}, format="json")
+    assert again.status_code == 413
 
 
 def test_checksum_mismatch_is_refused_and_removed(api, workload, embedded):

@@ -13,27 +13,19 @@ from django.utils import timezone
 from storage import kv as storage_kv
 from storage.models import WorkloadStorageObject
 from storage.services import storage_expired_delete
-from tests.storage.conftest import storage_url, storage_workload
+from tests.storage.conftest import send_bytes, storage_url, storage_workload, upload_complete, upload_target
 
 pytestmark = pytest.mark.django_db
 
 
 def _upload(api, workload, key: str, data: bytes, **body) -> dict:
-    target = api.post(storage_url(workload.id, "uploads"), {"key": key, **body}, format="json")
-    assert target.status_code == 201, target.json()
-    target = target.json()
-    if target["method"] == "POST":
-        sent = requests.post(target["url"], data=target["fields"], files={"file": ("blob", data)}, timeout=30)
-    else:
-        sent = requests.put(target["url"], data=data, headers=target["headers"], timeout=30)
+    target = upload_target(api, workload, key, **body)
+    sent = send_bytes(api, target, data)
     assert sent.status_code in (200, 204), sent.text
     return target
 
 
-def _complete(api, workload, key: str, data: bytes | None = None, **body):
-    if data is not None:
-        body["sha256"] = hashlib.sha256(data).hexdigest()
-    return api.post(storage_url(workload.id, "uploads/complete"), {"key": key, **body}, format="json")
+_complete = upload_complete
 
 
 def _download(api, workload, key: str) -> bytes:

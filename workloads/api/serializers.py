@@ -217,7 +217,8 @@ class WorkloadDetailSerializer(WorkloadSerializer):
         help_text="For a private workload: the token that reaches its endpoint through the gateway."
     )
     storage = serializers.SerializerMethodField(
-        help_text="Storage usage: used_bytes, quota_bytes, retention_days, object_count; null when storage is off."
+        help_text="Storage usage: used_bytes, reserved_bytes (open upload URLs), quota_bytes, retention_days, "
+        "object_count; null when storage is off."
     )
 
     progress_seconds = serializers.SerializerMethodField(
