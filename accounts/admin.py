@@ -16,7 +16,10 @@ class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
     fields = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    # Revoking goes through the "Revoke selected keys" action (accounts.services.api_key_revoke), which
+    # tells the gateway; a key is revoked, never deleted, so its record stays.
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -55,14 +58,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["prefix", "name", "customer", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["customer"]
     search_fields = ["prefix", "name", "customer__name"]
-    readonly_fields = ["id", "customer", "prefix", "key_hash", "created_at", "last_used_at"]
+    readonly_fields = ["id", "customer", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the revocation reaches the gateway, and the record stays
+
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:
-        for api_key in queryset:
-            services.api_key_revoke(api_key=api_key)
-        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+        revoked = sum(services.api_key_revoke(api_key=api_key) for api_key in queryset)
+        self.message_user(request, f"Revoked {revoked} key(s).")

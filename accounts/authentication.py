@@ -1,9 +1,10 @@
-"""Customer API keys: ``Authorization: Bearer <key>``."""
+"""Customer API keys (``Authorization: Bearer ca_...``) and workload agent tokens (``Bearer wat_...``)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -16,11 +17,20 @@ from accounts.services import api_key_mark_used
 
 @dataclass(frozen=True)
 class WorkloadAgent:
-    """The authenticated caller is a workload's own instance (agent token): it may reach only that workload."""
+    """The authenticated caller is a workload's own instance (agent token): it may reach only that workload.
+
+    ``read_only_until`` is set once the workload is terminated: until then the token may
+    only read (``accounts.permissions.AgentTokenWrites`` refuses the rest).
+    """
 
     workload_id: uuid.UUID
+    read_only_until: datetime | None = None
     is_authenticated: bool = True
     is_anonymous: bool = False
+
+    @property
+    def read_only(self) -> bool:
+        return self.read_only_until is not None
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class AgentTokenAuthentication(authentication.BaseAuthentication):
-    """``Authorization: Bearer wat_...``: a workload's agent token. Views that accept it list it explicitly."""
+    """``Authorization: Bearer wat_...``: a workload's agent token. Views that accept it list it explicitly.
+
+    Its standing is read from the database on every request (``tokens.agent_token_standing``):
+    a token whose workload is gone, or terminated with its storage retention over, is a 401.
+    """
 
     keyword = "Bearer"
 
@@ -68,7 +82,14 @@ class AgentTokenAuthentication(authentication.BaseAuthentication):
         workload_id = tokens.agent_token_workload_id(token)
         if workload_id is None:
             raise exceptions.AuthenticationFailed("Invalid agent token.")
-        return WorkloadAgent(workload_id=workload_id), token
+        standing = tokens.agent_token_standing(workload_id)
+        if standing.state == tokens.DEAD:
+            raise exceptions.AuthenticationFailed(
+                "This agent token no longer works: its workload is terminated and its storage retention is over.",
+                code="agent_token_expired",
+            )
+        read_only_until = standing.read_only_until if standing.state == tokens.READ_ONLY else None
+        return WorkloadAgent(workload_id=workload_id, read_only_until=read_only_until), token
 
     def authenticate_header(self, request) -> str:
         return self.keyword

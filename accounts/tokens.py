@@ -8,6 +8,13 @@
 Each is HMAC-SHA256(SECRET_KEY, purpose + workload id), so it can be derived
 again for every instance the workload ever gets (migrations included) and it
 grants access to that one workload only.
+
+An agent token's standing follows its workload: it works fully while the
+workload lives, only reads (lists and downloads its storage) once the workload
+is terminated and until its storage retention ends, and not at all after that
+or for a workload that does not exist. The workloads app, which knows both the
+workload and its storage, registers where that standing comes from
+(``agent_token_standing_source_register``), since accounts sits below it.
 """
 
 from __future__ import annotations
@@ -15,11 +22,43 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 PREFIX = "wat_"
 ACCESS_PREFIX = "wac_"
+
+ACTIVE = "active"
+READ_ONLY = "read_only"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class AgentTokenStanding:
+    """What a valid agent token may still do: ``ACTIVE``, ``READ_ONLY`` (until ``read_only_until``) or ``DEAD``."""
+
+    state: str
+    read_only_until: datetime | None = None
+
+
+_standing_source: Callable[[uuid.UUID], AgentTokenStanding] | None = None
+
+
+def agent_token_standing_source_register(*, source: Callable[[uuid.UUID], AgentTokenStanding]) -> None:
+    """Where agent token standings come from (the workloads app registers it when it starts)."""
+    global _standing_source
+    _standing_source = source
+
+
+def agent_token_standing(workload_id: uuid.UUID) -> AgentTokenStanding:
+    """The standing of the agent token of ``workload_id``, read from the database now."""
+    if _standing_source is None:
+        raise ImproperlyConfigured("No source of agent token standings: is the workloads app installed?")
+    return _standing_source(workload_id)
 
 
 def agent_token_for(workload_id: uuid.UUID | str) -> str:

@@ -9,9 +9,12 @@ Answers follow the workload's state (docs/architecture.md §10):
   endpoint and is then proxied, else 503 with Retry-After;
 * STOPPING / TERMINATED / FAILED: 410;
 * unknown workload or a host that names none: 404;
+* the agent's control endpoints (``/_agent/...``): 404, never proxied;
 * upstream refusing or failing: 502, upstream timing out: 504.
 
-Every answer the gateway makes itself is a short JSON body.
+Every answer the gateway makes itself is a short JSON body. No credential of
+ours is forwarded to an instance, whatever the workload's access mode
+(``gateway/access.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import httpx
 from django.conf import settings
 
 from arbitrage.logs import log_context_bind
-from gateway.access import AccessControl, credential_of
+from gateway.access import AccessControl, agent_only_path, credential_of, without_credentials
 from gateway.counters import PUBLISH_SECONDS, CountersPublisher, counters
 from gateway.resolver import Route, RouteResolver
 from workloads.models import WorkloadStatus as S
@@ -197,6 +200,9 @@ class GatewayApp:
         workload_id, raw_path = target
         log["workload"] = str(workload_id)
         log_context_bind(workload_id=workload_id)  # this request's task only
+        if agent_only_path(raw_path):
+            # The control plane calls the agent at its instance's address, never through here.
+            return await respond(send, 404, {"error": "No such path on a workload's endpoint."})
 
         route = await self.resolver.resolve(workload_id)
         if route.meta is None or route.status is None:
@@ -210,7 +216,7 @@ class GatewayApp:
                 {"error": "This workload is private: send the customer's API key or its access token."},
                 extra=[(b"www-authenticate", b'Bearer realm="workload"')],
             )
-        strip = credential_header if route.meta.private else None
+        admitted_by = credential_header if route.meta.private else None
 
         body = RequestBody(receive, headers)
         for attempt in range(2):
@@ -218,7 +224,7 @@ class GatewayApp:
             if answer is not None:
                 return await answer(send)
             try:
-                return await self.proxy(scope, send, route, raw_path, body, strip, log)
+                return await self.proxy(scope, send, route, raw_path, body, admitted_by, log)
             except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
                 if body.disconnected:
                     raise ClientDisconnected from None
@@ -291,7 +297,7 @@ class GatewayApp:
         route: Route,
         raw_path: bytes,
         body: RequestBody,
-        strip: bytes | None,
+        admitted_by: bytes | None,
         log: dict[str, Any],
     ) -> int:
         url = f"http://{route.endpoint}{raw_path.decode('latin-1')}"
@@ -300,7 +306,7 @@ class GatewayApp:
         request = self.client().build_request(
             scope["method"],
             url,
-            headers=self.upstream_headers(scope, strip),
+            headers=self.upstream_headers(scope, admitted_by),
             content=body.stream() if body.present else None,
         )
         log["instance"] = route.endpoint
@@ -329,13 +335,13 @@ class GatewayApp:
             await response.aclose()
         return response.status_code
 
-    def upstream_headers(self, scope: Scope, strip: bytes | None) -> list[tuple[bytes, bytes]]:
+    def upstream_headers(self, scope: Scope, admitted_by: bytes | None) -> list[tuple[bytes, bytes]]:
+        """What the instance gets: the client's headers less hop-by-hop ones and every credential of ours."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         dropped = HOP_BY_HOP | SET_BY_GATEWAY | _connection_listed(headers)
-        if strip is not None:
-            dropped = dropped | {strip}
         forwarded_for = [value for name, value in headers if name == b"x-forwarded-for"]
-        out = [(name, value) for name, value in headers if name not in dropped and name != b"x-forwarded-for"]
+        kept = without_credentials(headers, admitted_by=admitted_by)
+        out = [(name, value) for name, value in kept if name not in dropped and name != b"x-forwarded-for"]
         client = scope.get("client")
         peer = (client[0] if client else "unknown").encode("latin-1")
         out.append((b"x-forwarded-for", b", ".join([*forwarded_for, peer])))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from accounts import tokens
 from accounts.models import Customer
+from storage.selectors import storage_config_get
 from workloads.models import (
     WorkflowRun,
     WorkflowStep,
@@ -98,3 +100,27 @@ def workload_progress(*, workload: Workload, now: datetime | None = None) -> Pro
 
 
 ENDED = (WorkloadStatus.TERMINATED, WorkloadStatus.FAILED, WorkloadStatus.STOPPING)
+
+
+def agent_token_standing_get(workload_id: UUID) -> tokens.AgentTokenStanding:
+    """What the workload's agent token may do now (registered with accounts in ``WorkloadsConfig.ready``).
+
+    Everything while the workload is not terminated; once it is, only reading until
+    its storage retention ends (the end of termination + the storage's retention
+    days, when its objects expire), then nothing. A terminated workload without
+    storage has nothing to read: its token is dead at once, as is that of a
+    workload that does not exist.
+    """
+    row = Workload.objects.filter(id=workload_id).values("status", "terminated_at", "updated_at").first()
+    if row is None:
+        return tokens.AgentTokenStanding(tokens.DEAD)
+    if row["status"] != WorkloadStatus.TERMINATED:
+        return tokens.AgentTokenStanding(tokens.ACTIVE)
+    config = storage_config_get(workload_id=workload_id)
+    if config is None:
+        return tokens.AgentTokenStanding(tokens.DEAD)
+    ended_at = config.read_only_since or row["terminated_at"] or row["updated_at"]
+    retention_ends_at = ended_at + timedelta(days=config.retention_days)
+    if timezone.now() >= retention_ends_at:
+        return tokens.AgentTokenStanding(tokens.DEAD)
+    return tokens.AgentTokenStanding(tokens.READ_ONLY, read_only_until=retention_ends_at)

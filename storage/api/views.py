@@ -9,10 +9,12 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import AgentTokenAuthentication, ApiKeyAuthentication, WorkloadAgent
+from accounts.permissions import AgentTokenWrites
 from storage import selectors, services
 from storage.api import schema  # noqa: F401 (registers the agent token's OpenAPI scheme)
 from storage.api import serializers as s
@@ -35,6 +37,8 @@ def _workload_id(request, workload_id):
 
 class StorageView(APIView):
     authentication_classes = [AgentTokenAuthentication, ApiKeyAuthentication]
+    # A terminated workload's agent token may only read (list, download) until its retention ends.
+    permission_classes = [IsAuthenticated, AgentTokenWrites]
 
 
 class UploadUrlView(StorageView):
@@ -75,6 +79,8 @@ class UploadCompleteView(StorageView):
 
 
 class DownloadUrlView(StorageView):
+    agent_read_methods = ("POST",)  # asking for a download URL only reads
+
     @extend_schema(
         operation_id="storage_download_url",
         request=s.DownloadRequestSerializer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -17,7 +18,9 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from accounts.tokens import access_token_for
+from accounts.models import ApiKey
+from accounts.services import api_key_revoke
+from accounts.tokens import access_token_for, agent_token_for
 from tests.factories import WorkloadFactory, customer_with_key
 from tests.live import ROOT, database_url_for_tests, wait_until
 from workloads import routing
@@ -357,6 +360,86 @@ def test_a_private_workload_admits_only_its_customers_key_or_its_access_token(ga
 
     public = routed_workload(echo_upstream.endpoint)
     assert gateway.get(public).status_code == 200
+
+
+def test_no_credential_of_ours_reaches_an_instance_whatever_the_headers(gateway, echo_upstream):
+    customer, key = customer_with_key()
+    private = routed_workload(echo_upstream.endpoint, access="private", customer=customer)
+    public = routed_workload(echo_upstream.endpoint, customer=customer)
+    secrets = [key, access_token_for(private.id), access_token_for(public.id), agent_token_for(private.id)]
+    basic_key = base64.b64encode(f"user:{key}".encode()).decode()
+    # (workload, headers, the Authorization the instance should see: the workload's own, or none)
+    cases = [
+        (private, {"Authorization": f"Bearer {key}"}, None),
+        (private, {"Authorization": f"bearer  {access_token_for(private.id)}"}, None),
+        (private, {"X-Workload-Token": access_token_for(private.id)}, None),
+        (private, {"X-Workload-Token": access_token_for(private.id), "Authorization": f"Bearer {key}"}, None),
+        (private, {"X-Workload-Token": key, "Authorization": f"Bearer {access_token_for(private.id)}"}, None),
+        (private, {"X-Workload-Token": key, "Authorization": f"Basic {basic_key}"}, None),
+        (private, {"X-Workload-Token": key, "Authorization": f"Bearer {agent_token_for(private.id)}"}, None),
+        (private, {"X-Workload-Token": key, "Authorization": "Bearer eyJ.app.jwt"}, "Bearer eyJ.app.jwt"),
+        (public, {"Authorization": f"Bearer {key}"}, None),
+        (public, {"X-Workload-Token": access_token_for(public.id)}, None),
+        (public, {"X-Workload-Token": "anything", "Authorization": f"Bearer {key}"}, None),
+        (public, {"Authorization": f"Token {agent_token_for(private.id)}"}, None),
+        (public, {"Authorization": f"Basic {basic_key}"}, None),
+        (public, {"Authorization": "Bearer app-session-1"}, "Bearer app-session-1"),
+    ]
+
+    for workload, headers, forwarded in cases:
+        response = gateway.get(workload, "/look", headers=headers)
+        assert response.status_code == 200, (headers, response.text)
+        seen = echo_upstream.requests[-1]
+        assert "x-workload-token" not in seen, headers
+        assert seen.get("authorization") == forwarded, headers
+        assert not [s for s in secrets if any(s in value for value in seen.values())], (headers, seen)
+    assert len(echo_upstream.requests) == len(cases)
+
+
+def test_a_revoked_key_is_refused_within_a_second(gateway, echo_upstream):
+    customer, key = customer_with_key()
+    workload = routed_workload(echo_upstream.endpoint, access="private", customer=customer)
+    headers = {"Authorization": f"Bearer {key}"}
+    # Checked against the database once and trusted from then on.
+    assert [gateway.get(workload, headers=headers).status_code for _ in range(3)] == [200, 200, 200]
+
+    api_key_revoke(api_key=ApiKey.objects.get(customer=customer))
+    wait_until(
+        lambda: gateway.get(workload, headers=headers).status_code == 401,
+        timeout=1.0,
+        interval=0.05,
+        what="the revoked key to be refused within a second",
+    )
+
+    reached = len(echo_upstream.requests)
+    assert gateway.get(workload, headers=headers).status_code == 401
+    assert gateway.get(workload, headers={"X-Workload-Token": key}).status_code == 401
+    assert len(echo_upstream.requests) == reached
+    # The workload's access token is not a key: it still opens the workload.
+    assert gateway.get(workload, headers={"X-Workload-Token": access_token_for(workload.id)}).status_code == 200
+
+
+def test_the_agents_control_paths_are_not_reachable_through_the_gateway(gateway, agent_factory, echo_upstream):
+    agent = agent_factory("i-control")
+    workload = routed_workload(agent.endpoint)
+
+    for path in ("/_agent/unhealthy", "/_agent/checkpoint", "/_agent", "/%5Fagent/unhealthy", "/_AGENT/unhealthy"):
+        by_path = gateway.client.post(f"/w/{workload.id}{path}")
+        by_name = gateway.client.post(path, headers={"Host": workload.endpoint})
+        assert (by_path.status_code, by_name.status_code) == (404, 404), path
+        assert "error" in by_path.json()
+    # The agent never got them: it is still healthy, and the workload's own paths are proxied.
+    assert httpx.get(f"http://{agent.endpoint}/health", timeout=5).status_code == 200
+    assert gateway.get(workload, "/health").status_code == 200
+    assert gateway.client.post(f"/w/{workload.id}/app/_agent/x").json()["path"] == "/app/_agent/x"
+    assert gateway.client.post(f"/w/{workload.id}/_agents").json()["path"] == "/_agents"
+
+    # Also for a private workload with its customer's key: refused before anything else.
+    customer, key = customer_with_key()
+    private = routed_workload(echo_upstream.endpoint, access="private", customer=customer)
+    refused = gateway.get(private, "/_agent/checkpoint", headers={"Authorization": f"Bearer {key}"})
+    assert refused.status_code == 404
+    assert echo_upstream.requests == []
 
 
 # --- route changes --------------------------------------------------------------

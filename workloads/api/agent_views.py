@@ -1,18 +1,25 @@
-"""Endpoints a workload's own instance calls, authenticated by its agent token."""
+"""Endpoints a workload's own instance calls, authenticated by its agent token.
+
+Both are reports, so a terminated workload's (read-only) token is refused them with 403.
+"""
 
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import AgentTokenAuthentication, WorkloadAgent
+from accounts.permissions import AgentTokenWrites
 from arbitrage.api.fields import StrictBooleanField, StrictCharField, StrictFloatField, StrictSerializer
 from workloads import recovery, services
 from workloads.api.serializers import MAX_DURATION_SECONDS
-from workloads.models import Workload
+
+ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, ...}}')
+AGENT_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
 
 
 class InterruptionReportSerializer(StrictSerializer):
@@ -21,22 +28,26 @@ class InterruptionReportSerializer(StrictSerializer):
 
 
 def _agent_workload_id(request):
-    """The workload whose agent token authenticated the request; 404 for anyone else or a deleted workload."""
+    """The workload whose agent token authenticated the request (the authentication found it); 404 for anyone else."""
     agent = request.user
-    if not isinstance(agent, WorkloadAgent) or not Workload.objects.filter(id=agent.workload_id).exists():
+    if not isinstance(agent, WorkloadAgent):
         raise Http404
     return agent.workload_id
 
 
-class AgentInterruptionView(APIView):
+class AgentView(APIView):
     authentication_classes = [AgentTokenAuthentication]
+    permission_classes = [IsAuthenticated, AgentTokenWrites]
 
+
+class AgentInterruptionView(AgentView):
     @extend_schema(
         operation_id="agent_interruption",
         request=InterruptionReportSerializer,
-        responses={202: None},
+        responses={202: None, **AGENT_ERRORS},
         description="The agent saw its instance's interruption notice and saved its final checkpoint "
-        "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless.",
+        "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless. "
+        "Refused (403 `agent_token_read_only`) once the workload is terminated.",
     )
     def post(self, request):
         workload_id = _agent_workload_id(request)
@@ -53,15 +64,14 @@ class ProgressReportSerializer(StrictSerializer):
     finished = StrictBooleanField(required=False, default=False, help_text="The job is done: terminate it.")
 
 
-class AgentProgressView(APIView):
-    authentication_classes = [AgentTokenAuthentication]
-
+class AgentProgressView(AgentView):
     @extend_schema(
         operation_id="agent_progress",
         request=ProgressReportSerializer,
-        responses={202: None},
+        responses={202: None, **AGENT_ERRORS},
         description="The workload's own count of the compute it has done (`completed_seconds`), which the "
-        "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated.",
+        "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated. "
+        "Refused (403 `agent_token_read_only`) once the workload is terminated.",
     )
     def post(self, request):
         workload_id = _agent_workload_id(request)
