@@ -196,7 +196,7 @@ def _segment(instance: WorkloadInstance) -> _Segment:
         region=instance.region,
         instance_type=instance.instance_type,
         market=str(instance.market),
-        started_at=instance.created_at,
+        started_at=instance.billed_from,
         ended_at=instance.terminated_at,
         spot_price=Decimal(instance.spot_price),
         on_demand_price=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
@@ -254,7 +254,7 @@ class _Totals:
 def _overlapping(*, start: datetime, until: datetime, customer_id: UUID | str | None):
     """Instance segments that ran at some time in ``[start, until)``, with their usage records, oldest first."""
     instances = (
-        WorkloadInstance.objects.filter(created_at__lt=until)
+        WorkloadInstance.objects.filter(Q(created_at__lt=until) | Q(launched_at__lt=until))
         .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
         .select_related("usage_record")
         .order_by("created_at", "id")

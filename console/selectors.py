@@ -127,7 +127,7 @@ def console_month_spend(*, now: datetime | None = None) -> MonthSpend:
     start = month_start(now.date())
     providers = monthly_provider_totals(month=now.date(), now=now)
     customers = (
-        WorkloadInstance.objects.filter(created_at__lt=now)
+        WorkloadInstance.objects.filter(Q(created_at__lt=now) | Q(launched_at__lt=now))
         .filter(Q(terminated_at__isnull=True) | Q(terminated_at__gt=start))
         .order_by()
         .values("workload__customer_id")
@@ -215,7 +215,7 @@ def _span_seconds(start: datetime | None, end: datetime | None, now: datetime) -
 def segment_cost(*, instance: WorkloadInstance, now: datetime) -> Segment:
     """The segment's cost: its usage record once billed, else priced by billing's rule (to now while it runs)."""
     record = getattr(instance, "usage_record", None)
-    seconds = seconds_between((instance.terminated_at or now) - instance.created_at)
+    seconds = seconds_between((instance.terminated_at or now) - instance.billed_from)
     if record is not None:
         cost, market = record.total_cost, record.market
     else:

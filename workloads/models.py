@@ -7,6 +7,7 @@ Column names follow the source design where it names them (``workloads``,
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -192,6 +193,9 @@ class WorkloadInstance(models.Model):
     )
     on_demand_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    launched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the cloud launched it, as the provider reports it: its bill starts here."
+    )
     healthy_at = models.DateTimeField(null=True, blank=True, help_text="When its workload first answered healthy.")
     preempted_at = models.DateTimeField(null=True, blank=True, help_text="When the cloud reclaimed it, if it did.")
     terminated_at = models.DateTimeField(null=True, blank=True)
@@ -205,6 +209,11 @@ class WorkloadInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.region}/{self.instance_type} {self.instance_id}"
+
+    @property
+    def billed_from(self) -> datetime:
+        """Where its segment starts: the cloud's launch time (providers bill from it), else when it was recorded."""
+        return self.launched_at or self.created_at
 
 
 class WorkloadRouting(models.Model):

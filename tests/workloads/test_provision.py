@@ -107,7 +107,11 @@ def test_a_workload_runs_and_terminates_cleanly(catalog, worker, webhook_receive
     run_succeeds(workload, "terminate")
     record = UsageRecord.objects.get(workload=workload)
     instance.refresh_from_db()
-    seconds = Decimal(str((instance.terminated_at - instance.created_at).total_seconds()))
+    [launched] = [
+        info.launched_at for info in local_cloud_clean.instances_all() if info.instance_id == instance.instance_id
+    ]
+    assert instance.launched_at == launched <= instance.created_at  # billed from the launch, as providers do
+    seconds = Decimal(str((instance.terminated_at - launched).total_seconds()))
     assert record.total_cost == (seconds / 3600 * instance.spot_price).quantize(Decimal("0.000001"))
     assert record.instance == instance
     assert workload.terminated_at is not None and workload.termination_reason

@@ -2,10 +2,12 @@
 
 import importlib
 from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from billing.models import UsageRecord
 from tests.factories import customer_with_key
 from tests.live import wait_until
 from tests.workloads.test_provision import api_for, reaches, submit
@@ -31,7 +33,8 @@ def test_killed_inside_provision_cloud_resources(catalog, worker_factory, local_
     local_cloud_clean.faults_set(create_delay_seconds=60)
     first = worker_factory()
     _, key = customer_with_key()
-    workload = submit(api_for(key))
+    client = api_for(key)
+    workload = submit(client)
     wait_until(lambda: step_running(workload, "provision-cloud-resources"), what="the create to start")
     wait_until(lambda: local_instances_of(local_cloud_clean, workload), what="the instance to exist")
 
@@ -41,8 +44,20 @@ def test_killed_inside_provision_cloud_resources(catalog, worker_factory, local_
     assert workflow_resume_stalled(stalled_for=timedelta(0))
 
     assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
-    assert len(local_instances_of(local_cloud_clean, workload)) == 1
-    assert WorkloadInstance.objects.filter(workload=workload).count() == 1
+    [launched] = local_instances_of(local_cloud_clean, workload)
+    instance = WorkloadInstance.objects.get(workload=workload)
+    # The row came after the kill and the restart; the bill starts when the cloud launched the instance.
+    assert instance.launched_at == launched.launched_at
+    assert instance.launched_at < instance.created_at
+
+    client.post(f"/api/v1/workloads/{workload.id}/terminate")
+    assert reaches(workload, S.TERMINATED) == S.TERMINATED
+    record = wait_until(lambda: UsageRecord.objects.filter(instance=instance).first(), what="the bill")
+    instance.refresh_from_db()
+    assert record.started_at == launched.launched_at
+    assert record.duration_seconds == Decimal(
+        str((instance.terminated_at - launched.launched_at).total_seconds())
+    ).quantize(Decimal("0.001"), ROUND_HALF_UP)
 
 
 def test_killed_inside_wait_for_instance(catalog, worker_factory, local_cloud_clean):

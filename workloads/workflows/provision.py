@@ -276,6 +276,8 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
                     "spot_price": bought_at,
                     "on_demand_price": candidate.on_demand_price,
                     "status": InstanceStatus.PENDING,
+                    # Whatever delayed this row (a worker killed after the create), the bill starts at the launch.
+                    "launched_at": info.launched_at,
                 },
             )
             workload_capacity_found(workload_id=ctx.workload.id)
@@ -326,6 +328,10 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
     except PermanentCloudError as error:
         raise StepFailed(f"{created['provider']} refused the instance: {error.message}") from None
     if info.state == InstanceState.RUNNING:
+        if info.launched_at is not None:  # a create answered by an operation may not have said it
+            WorkloadInstance.objects.filter(
+                workload_id=ctx.workload.id, instance_id=created["instance_id"], launched_at__isnull=True
+            ).update(launched_at=info.launched_at)
         port = ctx.workload.config.get("health_check_port", 8080)
         return {"public_ip": info.public_ip, "address": info.address(port)}
     if info.state == InstanceState.PREEMPTED:
