@@ -104,6 +104,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "arbitrage.api.middleware.SingleQueryParametersMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -310,7 +311,7 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": API_TRUSTED_PROXIES,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "arbitrage.api.pagination.StandardPagination",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "arbitrage.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "arbitrage.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -323,6 +324,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "WorkloadStatusEnum": "workloads.models.WorkloadStatus",
+        "InstanceStatusEnum": "workloads.models.InstanceStatus",
+    },
 }
 
 # --- Local cloud --------------------------------------------------------------

@@ -7,8 +7,8 @@ Callers: the customer (API key) for any of its workloads, or the workload itself
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,6 +19,60 @@ from storage.api import serializers as s
 
 ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, fields?}}')
 COMMON_ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 409: ERROR}
+
+
+def _upload_target(name: str):
+    return inline_serializer(
+        name,
+        {
+            "key": serializers.CharField(),
+            "method": serializers.CharField(help_text="PUT, POST (with form fields) or MULTIPART."),
+            "url": serializers.CharField(allow_null=True),
+            "fields": serializers.DictField(allow_null=True),
+            "headers": serializers.DictField(allow_null=True),
+            "max_bytes": serializers.IntegerField(allow_null=True),
+            "upload_id": serializers.CharField(allow_null=True),
+            "parts": serializers.ListField(child=serializers.DictField(), allow_null=True),
+            "expires_at": serializers.DateTimeField(),
+        },
+    )
+
+
+UPLOAD_TARGET = _upload_target("UploadTarget")
+DOWNLOAD_URL = inline_serializer(
+    "DownloadUrl",
+    {"key": serializers.CharField(), "url": serializers.CharField(), "expires_at": serializers.DateTimeField()},
+)
+
+
+class CheckpointChunkUploadSchema(serializers.Serializer):
+    name = serializers.CharField()
+    key = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    upload = _upload_target("CheckpointChunkUploadTarget")
+
+
+class CheckpointBegunSchema(s.CheckpointSerializer):
+    """The schema of checkpoint_begin_data: the checkpoint, and where each chunk goes."""
+
+    prefix = serializers.CharField()
+    chunks = CheckpointChunkUploadSchema(many=True)
+
+    class Meta(s.CheckpointSerializer.Meta):
+        fields = [*s.CheckpointSerializer.Meta.fields, "prefix", "chunks"]
+
+
+class CheckpointForRestoreSchema(s.CheckpointSerializer):
+    """The schema of checkpoint_latest_data: the checkpoint with its manifest and download URLs."""
+
+    manifest = serializers.DictField()
+    manifest_url = serializers.CharField()
+    chunks = serializers.ListField(child=serializers.DictField())
+    expires_at = serializers.DateTimeField()
+
+    class Meta(s.CheckpointSerializer.Meta):
+        fields = [*s.CheckpointSerializer.Meta.fields, "manifest", "manifest_url", "chunks", "expires_at"]
 
 
 def _workload_id(request, workload_id):
@@ -41,7 +95,7 @@ class UploadUrlView(StorageView):
     @extend_schema(
         operation_id="storage_upload_url",
         request=s.UploadRequestSerializer,
-        responses={201: OpenApiResponse(description="Upload target"), 413: ERROR, **COMMON_ERRORS},
+        responses={201: OpenApiResponse(UPLOAD_TARGET, description="Upload target"), 413: ERROR, **COMMON_ERRORS},
         description="A presigned upload (PUT, POST with form fields, or MULTIPART with one URL per part). "
         "Refused with 413 'Storage quota exceeded' when the quota is used up.",
     )
@@ -74,7 +128,7 @@ class DownloadUrlView(StorageView):
     @extend_schema(
         operation_id="storage_download_url",
         request=s.DownloadRequestSerializer,
-        responses={200: OpenApiResponse(description="{key, url, expires_at}"), **COMMON_ERRORS},
+        responses={200: DOWNLOAD_URL, **COMMON_ERRORS},
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
@@ -87,7 +141,12 @@ class DownloadUrlView(StorageView):
 class ObjectListView(StorageView, generics.GenericAPIView):
     serializer_class = s.StorageObjectSerializer
 
-    @extend_schema(operation_id="storage_objects_list", parameters=[s.ObjectListQuerySerializer])
+    @extend_schema(
+        operation_id="storage_objects_list",
+        parameters=[s.ObjectListQuerySerializer],
+        responses={200: s.StorageObjectSerializer(many=True), **COMMON_ERRORS},
+        description="The workload's objects under `prefix`, paginated (page, page_size <= 200).",
+    )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
         query = s.ObjectListQuerySerializer(data=request.query_params.dict())
@@ -100,7 +159,11 @@ class ObjectListView(StorageView, generics.GenericAPIView):
 class CheckpointListBeginView(StorageView, generics.GenericAPIView):
     serializer_class = s.CheckpointSerializer
 
-    @extend_schema(operation_id="storage_checkpoints_list")
+    @extend_schema(
+        operation_id="storage_checkpoints_list",
+        responses={200: s.CheckpointSerializer(many=True), **COMMON_ERRORS},
+        description="The workload's checkpoints, newest first, paginated (page, page_size <= 200).",
+    )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
         page = self.paginate_queryset(selectors.checkpoint_list(workload_id=workload_id))
@@ -109,7 +172,11 @@ class CheckpointListBeginView(StorageView, generics.GenericAPIView):
     @extend_schema(
         operation_id="storage_checkpoints_begin",
         request=s.CheckpointBeginSerializer,
-        responses={201: OpenApiResponse(description="The checkpoint with an upload target per chunk"), 413: ERROR},
+        responses={
+            201: OpenApiResponse(CheckpointBegunSchema, description="The checkpoint with an upload target per chunk"),
+            413: ERROR,
+            **COMMON_ERRORS,
+        },
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
@@ -136,7 +203,12 @@ class CheckpointLatestView(StorageView):
     @extend_schema(
         operation_id="storage_checkpoints_latest",
         parameters=[s.ExpiresInQuerySerializer],
-        responses={200: OpenApiResponse(description="The newest complete checkpoint with download URLs"), 404: ERROR},
+        responses={
+            200: OpenApiResponse(
+                CheckpointForRestoreSchema, description="The newest complete checkpoint with download URLs"
+            ),
+            **COMMON_ERRORS,
+        },
     )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)

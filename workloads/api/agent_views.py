@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,7 +34,13 @@ class AgentInterruptionView(APIView):
     @extend_schema(
         operation_id="agent_interruption",
         request=InterruptionReportSerializer,
-        responses={202: None},
+        responses={
+            202: inline_serializer(
+                "InterruptionReported", {"workload_id": serializers.UUIDField(), "status": serializers.CharField()}
+            ),
+            404: OpenApiResponse(description="The token's workload no longer exists."),
+            409: OpenApiResponse(description="The workload's state does not allow it (current_state)."),
+        },
         description="The agent saw its instance's interruption notice and saved its final checkpoint "
         "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless.",
     )
@@ -59,7 +65,18 @@ class AgentProgressView(APIView):
     @extend_schema(
         operation_id="agent_progress",
         request=ProgressReportSerializer,
-        responses={202: None},
+        responses={
+            202: inline_serializer(
+                "ProgressReported",
+                {
+                    "workload_id": serializers.UUIDField(),
+                    "status": serializers.CharField(),
+                    "progress_seconds": serializers.FloatField(),
+                },
+            ),
+            404: OpenApiResponse(description="The token's workload no longer exists."),
+            409: OpenApiResponse(description="The workload's state does not allow it (current_state)."),
+        },
         description="The workload's own count of the compute it has done (`completed_seconds`), which the "
         "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated.",
     )
