@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint format migrate customer compose-check clean demo
+.PHONY: run test lint format migrate customer compose-check clean demo schemathesis
 
 $(PY):
 	@echo "creating $(VENV) with $(PYTHON)"
@@ -36,6 +36,10 @@ test: $(VENV)/.dev
 	.ci/ensure-chromium
 	.ci/ensure-sandbox
 	$(PY) -m pytest
+
+## schemathesis: the API against its own OpenAPI schema, bounded (SCHEMATHESIS_MAX_EXAMPLES, SCHEMATHESIS_MAX_SECONDS)
+schemathesis: $(VENV)/.dev
+	.ci/schemathesis
 
 ## lint: ruff check and ruff format --check
 lint: $(VENV)/.dev

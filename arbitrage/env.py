@@ -146,3 +146,21 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         parts = parts._replace(netloc=netloc)
     return parts.geturl()
+
+
+_RATE_PERIODS = {
+    **dict.fromkeys(("s", "sec", "second"), 1),
+    **dict.fromkeys(("m", "min", "minute"), 60),
+    **dict.fromkeys(("h", "hour"), 3600),
+    **dict.fromkeys(("d", "day"), 86400),
+}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """``"N/period"`` (period: second, minute, hour or day; "10/min" and "10/m" also do) as (N, seconds)."""
+    raw = os.environ.get(name)
+    text = default if raw is None or not raw.strip() else raw
+    count, sep, period = (part.strip() for part in text.strip().lower().partition("/"))
+    if not sep or not count.isascii() or not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ConfigError(name, f"expected a rate like 10/minute (per second, minute, hour or day), got {raw!r}")
+    return int(count), _RATE_PERIODS[period]

@@ -10,6 +10,7 @@ service. See docs/configuration.md for the full list.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from arbitrage.env import (
     env_list,
     env_mapping,
     env_pairs,
+    env_rate,
     env_str,
     env_url,
 )
@@ -56,6 +58,30 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# --- HTTPS (docs/operations.md "HTTPS") ----------------------------------------
+# HTTPS_ONLY=true: plain HTTP is redirected to HTTPS (except /healthz and /metrics, which
+# probes and scrapers may read on the private network), the session and CSRF cookies are
+# sent over HTTPS only, and HSTS is sent for SECURE_HSTS_SECONDS.
+HTTPS_ONLY = env_bool("HTTPS_ONLY", False)
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = HTTPS_ONLY
+CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS_ONLY else 0, minimum=0, maximum=2 * 31_536_000)
+# Subdomains too (the workload endpoints `{id}.workloads.<WORKLOAD_DOMAIN>` may be one): only
+# when every one of them is served over HTTPS; preload: once the domain goes on the browsers' list.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a proxy that ends TLS: the header it sets on requests that came over HTTPS, as
+# "Header-Name=value" (e.g. "X-Forwarded-Proto=https"). The proxy must overwrite the header.
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = None
+if _proxy_ssl_header:
+    _header, _sep, _value = (part.strip() for part in _proxy_ssl_header.partition("="))
+    if not _sep or not _value or not re.fullmatch(r"[A-Za-z0-9-]+", _header):
+        raise ConfigError("SECURE_PROXY_SSL_HEADER", f"expected Header-Name=value, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.upper().replace("-", "_"), _value)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -84,6 +110,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "arbitrage.api.middleware.SingleQueryParametersMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -145,6 +172,12 @@ if REDIS_URL:
             "TIMEOUT": None,
             "KEY_PREFIX": "kv",
         },
+        # Rate-limit counters (arbitrage/throttle.py): one Redis for every web process.
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "rl",
+        },
     }
 else:
     CACHES = {
@@ -155,6 +188,14 @@ else:
             "LOCATION": VAR_DIR / "kv",
             "TIMEOUT": None,
             "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+        },
+        # Rate-limit counters (arbitrage/throttle.py), shared by the web processes of this machine.
+        # Each counter names its window and carries its own timeout; the default covers a day's window.
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": VAR_DIR / "throttle",
+            "TIMEOUT": 86_400,
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         },
     }
 
@@ -254,13 +295,29 @@ WHITENOISE_USE_FINDERS = True
 # Bodies over this are refused with 413 from their Content-Length, before being read.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Rate limits (arbitrage/api/throttling.py, arbitrage/admin_login.py), as "N/second|minute|hour|day":
+# requests per API key or agent token, refused credentials per source address, and failed
+# admin logins per source address and username. Past one: 429 with Retry-After.
+API_THROTTLE_RATE = env_rate("API_THROTTLE_RATE", "1200/minute")
+API_AUTH_FAILURE_RATE = env_rate("API_AUTH_FAILURE_RATE", "10/minute")
+ADMIN_LOGIN_FAILURE_RATE = env_rate("ADMIN_LOGIN_FAILURE_RATE", "5/minute")
+# How many proxies in front of the web server append to X-Forwarded-For; 0 (the default):
+# the header is ignored and the source address is the connection's.
+API_TRUSTED_PROXIES = env_int("API_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["arbitrage.api.parsers.SafeJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "arbitrage.api.parsers.StrictContentNegotiation",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "arbitrage.api.throttling.AuthFailureThrottle",
+        "arbitrage.api.throttling.CredentialRateThrottle",
+    ],
+    # The source address is REMOTE_ADDR unless proxies in front add X-Forwarded-For.
+    "NUM_PROXIES": API_TRUSTED_PROXIES,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "arbitrage.api.pagination.StandardPagination",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "arbitrage.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "arbitrage.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -273,6 +330,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "WorkloadStatusEnum": "workloads.models.WorkloadStatus",
+        "InstanceStatusEnum": "workloads.models.InstanceStatus",
+    },
 }
 
 # --- Local cloud --------------------------------------------------------------

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from arbitrage.admin_login import admin_login
 from arbitrage.api import errors
 from arbitrage.health import healthz
 from console.metrics import metrics_view
@@ -13,6 +14,8 @@ urlpatterns = [
         r"^admin/workloads/(?P<model>customer|apikey)/(?P<rest>.*)$",
         RedirectView.as_view(url="/admin/accounts/%(model)s/%(rest)s", query_string=True, permanent=True),
     ),
+    # The admin's own login view, behind a limit on failed attempts (arbitrage/admin_login.py).
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("workloads.api.urls")),
     path("api/v1/placement/", include("placement.api.urls")),

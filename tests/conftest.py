@@ -43,6 +43,14 @@ def clean_routing_kv():
     caches["routing"].clear()
 
 
+@pytest.fixture(autouse=True)
+def clean_throttle_counters():
+    """Every test starts with no request counted against any rate limit."""
+    caches["throttle"].clear()
+    yield
+    caches["throttle"].clear()
+
+
 @pytest.fixture
 def customer_and_key(db):
     return customer_with_key()

@@ -20,6 +20,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from arbitrage.api.throttling import auth_failure_record
 from arbitrage.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         body = error_body(413, "request_too_large", f"Request body is over the limit of {limit} bytes.")
         return Response(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+    if isinstance(exc, exceptions.AuthenticationFailed) and context.get("request") is not None:
+        wait = auth_failure_record(request=context["request"])
+        if wait is not None:
+            exc = exceptions.Throttled(wait=wait, detail="Too many failed authentications from this address.")
+
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        detail = f"{exc.detail} Send the body as JSON with 'Content-Type: application/json'."
+        exc = exceptions.UnsupportedMediaType("", detail=detail)
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -6,6 +6,7 @@ that validates at the edge should say the type is wrong instead.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from rest_framework import serializers
@@ -26,13 +27,36 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+# ASCII digits with at most one dot. Python's Decimal() alone would also take "1_0", other
+# scripts' digits ("\u0661\u0660"), exponents, "NaN" and surrounding spaces.
+DECIMAL_STRING_PATTERN = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+
+
 class StrictDecimalField(serializers.DecimalField):
-    """A decimal given as a JSON number or a numeric string ("0.42")."""
+    """A decimal given as a JSON number or a numeric string ("0.42").
+
+    A string is ASCII digits with at most one dot; a leading minus only when the field
+    allows negative values (no ``min_value``, or a negative one).
+    """
+
+    default_error_messages = {
+        "not_a_decimal_string": 'Must be a decimal number: ASCII digits with at most one dot, like "0.42".',
+        "negative_not_allowed": "Must not be negative.",
+    }
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (int, float, str, Decimal)):
             self.fail("invalid")
+        if isinstance(data, str):
+            negative = data.startswith("-")
+            if not DECIMAL_STRING_PATTERN.fullmatch(data[1:] if negative else data):
+                self.fail("not_a_decimal_string")
+            if negative and not self._negatives_allowed():
+                self.fail("negative_not_allowed")
         return super().to_internal_value(data)
+
+    def _negatives_allowed(self) -> bool:
+        return self.min_value is None or self.min_value < 0
 
 
 class StrictCharField(serializers.CharField):

@@ -7,8 +7,8 @@ Callers: the customer (API key) for any of its workloads, or the workload itself
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +21,24 @@ from storage.api import serializers as s
 
 ERROR = OpenApiResponse(description='Error: {"error": {status, code, message, fields?}}')
 COMMON_ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 409: ERROR}
+
+
+DOWNLOAD_URL = inline_serializer(
+    "DownloadUrl",
+    {"key": serializers.CharField(), "url": serializers.CharField(), "expires_at": serializers.DateTimeField()},
+)
+
+
+class CheckpointForRestoreSchema(s.CheckpointSerializer):
+    """The schema of checkpoint_latest_data: the checkpoint with its manifest and download URLs."""
+
+    manifest = serializers.DictField()
+    manifest_url = serializers.CharField()
+    chunks = serializers.ListField(child=serializers.DictField())
+    expires_at = serializers.DateTimeField()
+
+    class Meta(s.CheckpointSerializer.Meta):
+        fields = [*s.CheckpointSerializer.Meta.fields, "manifest", "manifest_url", "chunks", "expires_at"]
 
 
 def _workload_id(request, workload_id):
@@ -84,7 +102,7 @@ class DownloadUrlView(StorageView):
     @extend_schema(
         operation_id="storage_download_url",
         request=s.DownloadRequestSerializer,
-        responses={200: OpenApiResponse(description="{key, url, expires_at}"), **COMMON_ERRORS},
+        responses={200: DOWNLOAD_URL, **COMMON_ERRORS},
     )
     def post(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
@@ -97,7 +115,12 @@ class DownloadUrlView(StorageView):
 class ObjectListView(StorageView, generics.GenericAPIView):
     serializer_class = s.StorageObjectSerializer
 
-    @extend_schema(operation_id="storage_objects_list", parameters=[s.ObjectListQuerySerializer])
+    @extend_schema(
+        operation_id="storage_objects_list",
+        parameters=[s.ObjectListQuerySerializer],
+        responses={200: s.StorageObjectSerializer(many=True), **COMMON_ERRORS},
+        description="The workload's objects under `prefix`, paginated (page, page_size <= 200).",
+    )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
         query = s.ObjectListQuerySerializer(data=request.query_params.dict())
@@ -110,7 +133,11 @@ class ObjectListView(StorageView, generics.GenericAPIView):
 class CheckpointListBeginView(StorageView, generics.GenericAPIView):
     serializer_class = s.CheckpointSerializer
 
-    @extend_schema(operation_id="storage_checkpoints_list")
+    @extend_schema(
+        operation_id="storage_checkpoints_list",
+        responses={200: s.CheckpointSerializer(many=True), **COMMON_ERRORS},
+        description="The workload's checkpoints, newest first, paginated (page, page_size <= 200).",
+    )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)
         page = self.paginate_queryset(selectors.checkpoint_list(workload_id=workload_id))
@@ -146,7 +173,12 @@ class CheckpointLatestView(StorageView):
     @extend_schema(
         operation_id="storage_checkpoints_latest",
         parameters=[s.ExpiresInQuerySerializer],
-        responses={200: OpenApiResponse(description="The newest complete checkpoint with download URLs"), 404: ERROR},
+        responses={
+            200: OpenApiResponse(
+                CheckpointForRestoreSchema, description="The newest complete checkpoint with download URLs"
+            ),
+            **COMMON_ERRORS,
+        },
     )
     def get(self, request, workload_id):
         workload_id = _workload_id(request, workload_id)

@@ -35,6 +35,12 @@ def manage(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProces
         ("LOG_LEVEL", "LOUD"),
         ("DEFAULT_MAX_CONCURRENT_WORKLOADS", "0"),
         ("WORKLOAD_DOMAIN", "a b"),
+        ("API_THROTTLE_RATE", "lots"),
+        ("API_AUTH_FAILURE_RATE", "10/fortnight"),
+        ("ADMIN_LOGIN_FAILURE_RATE", "0/minute"),
+        ("API_TRUSTED_PROXIES", "-1"),
+        ("HTTPS_ONLY", "perhaps"),
+        ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
     ],
 )
 def test_a_malformed_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value):
@@ -103,3 +109,33 @@ def test_the_embedded_secret_key_is_readable_by_the_service_alone(tmp_path):
     assert manage("check", tmp_path=tmp_path).returncode == 0
 
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+HTTPS_DEPLOYMENT = {
+    "DATABASE_URL": "postgres://arbitrage:secret@db.internal:5432/arbitrage",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "SECRET_KEY": "k" * 30 + "-0123456789abcdefghijklmnopqrstuvwxyz",
+    "ALLOWED_HOSTS": "api.arbitrage.example",
+    "CSRF_TRUSTED_ORIGINS": "https://api.arbitrage.example",
+    "HTTPS_ONLY": "true",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    "SECURE_HSTS_PRELOAD": "true",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto=https",
+}
+
+
+def test_the_deploy_check_is_clean_for_services_mode_behind_https(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", tmp_path=tmp_path, **HTTPS_DEPLOYMENT)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_without_the_https_settings_the_deploy_check_warns(tmp_path):
+    https = {"HTTPS_ONLY", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER"}
+    plain = {name: value for name, value in HTTPS_DEPLOYMENT.items() if name not in https}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", tmp_path=tmp_path, **plain)
+
+    assert result.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stderr

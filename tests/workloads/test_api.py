@@ -208,6 +208,24 @@ def test_a_body_that_is_not_a_json_object_is_a_400(api, raw):
     assert not Workload.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "character",
+    ["\x00", "\x1b", "\x7f", "\x85", "\x9b", "\u202e", "\u200b", "\u2066", "\ufeff", "\U000e0001"],
+)
+def test_a_name_with_a_control_or_format_character_is_a_400(api, character):
+    error = assert_error(post(api, {**VALID, "name": f"train{character}er"}), 400, "invalid")
+    assert list(error["fields"]) == ["name"]
+    if character != "\x00":  # DRF's own validator answers NUL first
+        assert f"control or format characters (found U+{ord(character):04X})" in error["message"]
+    assert not Workload.objects.exists()
+
+
+def test_a_name_in_any_script_is_taken(api):
+    response = post(api, {**VALID, "name": "тренер 训练 مدرب"})
+    assert response.status_code == 201, response.content
+    assert response.json()["name"] == "тренер 训练 مدرب"
+
+
 def test_a_form_body_is_refused_as_unsupported(api):
     response = api.post(URL, data="name=x", content_type="application/x-www-form-urlencoded")
     assert_error(response, 415, "unsupported_media_type")

@@ -6,8 +6,8 @@ Both are reports, so a terminated workload's (read-only) token is refused them w
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,7 +44,14 @@ class AgentInterruptionView(AgentView):
     @extend_schema(
         operation_id="agent_interruption",
         request=InterruptionReportSerializer,
-        responses={202: None, **AGENT_ERRORS},
+        responses={
+            202: inline_serializer(
+                "InterruptionReported", {"workload_id": serializers.UUIDField(), "status": serializers.CharField()}
+            ),
+            404: OpenApiResponse(description="The token's workload no longer exists."),
+            409: OpenApiResponse(description="The workload's state does not allow it (current_state)."),
+            **AGENT_ERRORS,
+        },
         description="The agent saw its instance's interruption notice and saved its final checkpoint "
         "(named in `checkpoint`, if any). Moves a RUNNING workload to INTERRUPTED; repeats are harmless. "
         "Refused (403 `agent_token_read_only`) once the workload is terminated.",
@@ -68,7 +75,19 @@ class AgentProgressView(AgentView):
     @extend_schema(
         operation_id="agent_progress",
         request=ProgressReportSerializer,
-        responses={202: None, **AGENT_ERRORS},
+        responses={
+            202: inline_serializer(
+                "ProgressReported",
+                {
+                    "workload_id": serializers.UUIDField(),
+                    "status": serializers.CharField(),
+                    "progress_seconds": serializers.FloatField(),
+                },
+            ),
+            404: OpenApiResponse(description="The token's workload no longer exists."),
+            409: OpenApiResponse(description="The workload's state does not allow it (current_state)."),
+            **AGENT_ERRORS,
+        },
         description="The workload's own count of the compute it has done (`completed_seconds`), which the "
         "deadline logic uses instead of its run time. With `finished: true` a running workload is terminated. "
         "Refused (403 `agent_token_read_only`) once the workload is terminated.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -100,8 +101,11 @@ class WorkloadCreateSerializer(StrictSerializer):
         name = name.strip()
         if not name:
             raise serializers.ValidationError("May not be blank.")
-        if any(ord(ch) < 32 for ch in name):
-            raise serializers.ValidationError("May not contain control characters.")
+        # Unicode control (Cc: C0, DEL, C1) and format (Cf: bidi overrides, zero-width) characters
+        # would let a name hide or reorder what an operator reads in the console and the logs.
+        bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf")), None)
+        if bad is not None:
+            raise serializers.ValidationError(f"May not contain control or format characters (found U+{ord(bad):04X}).")
         return name
 
     def validate_deadline(self, deadline: datetime) -> datetime:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -69,7 +69,14 @@ class WorkloadListCreateView(generics.GenericAPIView):
                 description="Retrying a create with the same key returns the first answer.",
             )
         ],
-        responses={201: WorkloadSerializer, 400: ERROR, 401: ERROR, 413: ERROR, 422: ERROR},
+        responses={
+            201: WorkloadSerializer,
+            400: ERROR,
+            401: ERROR,
+            402: OpenApiResponse(description="budget_exceeded: the customer's monthly budget is spent."),
+            413: ERROR,
+            422: OpenApiResponse(description="The Idempotency-Key was used before with another body."),
+        },
     )
     def post(self, request):
         idempotency_key = _idempotency_key(request)
@@ -114,7 +121,19 @@ class WorkloadRebalanceView(APIView):
     @extend_schema(
         operation_id="workloads_rebalance",
         request=RebalanceSerializer,
-        responses={202: None, 400: ERROR, 404: ERROR, 409: ERROR},
+        responses={
+            202: inline_serializer(
+                "RebalanceStarted",
+                {
+                    "status": serializers.CharField(),
+                    "saving_pct": serializers.CharField(),
+                    "offer": serializers.DictField(),
+                },
+            ),
+            400: ERROR,
+            404: ERROR,
+            409: OpenApiResponse(description="Not RUNNING (current_state), or no_cheaper_offer (with the best offer)."),
+        },
         description="Move a RUNNING workload to the best other offer when it is cheaper by at least "
         "`min_saving_pct` percent (default REBALANCE_MIN_SAVING_PCT). It is checkpointed, re-placed and "
         "re-routed like a migration and keeps its endpoint name. 409 `no_cheaper_offer` otherwise.",
