@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with Python 3.11: `make demo` and `make test` (`make run`
-# runs the service). Each makes .venv and installs the pinned requirements when they changed;
+# runs the service). Each makes .venv and installs the pinned requirements when they changed, and
+# the project itself (editable, for the `arb` command line of arbitrage_client/);
 # pip's output goes to .venv/pip.log and is shown only when the install fails.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -13,14 +14,16 @@ $(PY):
 	@echo "creating $(VENV) with $(PYTHON)"
 	@$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(PY)
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(PY)
 	@echo "installing the pinned requirements into $(VENV) (requirements.txt; log: $(VENV)/pip.log)"
 	@$(PIP_INSTALL) -r requirements.txt > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(PIP_INSTALL) --no-deps -e . >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
-$(VENV)/.dev: requirements-dev.txt requirements.txt | $(PY)
+$(VENV)/.dev: requirements-dev.txt requirements.txt pyproject.toml | $(PY)
 	@echo "installing the pinned requirements into $(VENV) (requirements-dev.txt; log: $(VENV)/pip.log)"
 	@$(PIP_INSTALL) -r requirements-dev.txt > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(PIP_INSTALL) --no-deps -e . >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@ $(VENV)/.runtime
 
 ## run: web (127.0.0.1:8000), Celery worker and beat on the configured mode; Ctrl-C stops all three

@@ -164,3 +164,51 @@ class HealthServer:
         for server in self.servers:
             server.shutdown()
             server.server_close()
+
+
+class ScriptedServer:
+    """A loopback HTTP server that answers each request with the next scripted answer.
+
+    ``answers`` holds ``(status, headers, body)``; a body that is not bytes is sent as JSON.
+    Once they run out it answers 200 ``{}``. ``requests`` records each request's method, path,
+    headers and body. An answer with status ``0`` closes the connection without answering.
+    """
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], Any]] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.requests: list[dict[str, Any]] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                scripted.requests.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
+                status, headers, payload = scripted.answers.pop(0) if scripted.answers else (200, {}, {})
+                if status == 0:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -25,8 +25,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"console"}),
     frozenset({"demo"}),
 )
-# The program that runs on an instance: the standard library only.
-STANDALONE = frozenset({"agent"})
+# The program that runs on an instance (the standard library only), and the customers' client
+# and CLI (installed without Django): neither uses anything else of the project.
+STANDALONE = frozenset({"agent", "arbitrage_client"})
 # The composition root wires every app together; nothing imports it.
 ROOT_MODULES = frozenset({"arbitrage.urls", "arbitrage.asgi", "arbitrage.wsgi"})
 PACKAGES = frozenset().union(*LAYERS) | STANDALONE
@@ -146,7 +147,7 @@ def test_every_import_points_down_the_layers(graph):
     assert upward == []
 
 
-def test_the_agent_uses_nothing_of_the_project_but_itself(graph):
+def test_the_agent_and_the_client_use_nothing_of_the_project_but_themselves(graph):
     outside = sorted(
         f"{module} imports {target}"
         for module, targets in graph.items()
