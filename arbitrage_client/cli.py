@@ -227,6 +227,7 @@ def _status_row(detail: WorkloadDetail) -> dict[str, Any]:
         "provider": instance["provider"] if instance else None,
         "region": instance["region"] if instance else None,
         "instance_type": instance["instance_type"] if instance else None,
+        "instance_id": instance["instance_id"] if instance else None,
         "market": detail.get("market"),
         "price_per_hour": _price(instance) if instance else None,
         "spend": (detail.get("cost") or {}).get("spend", "0.000000"),
