@@ -28,7 +28,6 @@ from arbitrage_client.errors import (
     Conflict,
     ConnectionFailed,
     NotFound,
-    WorkloadFailed,
 )
 from arbitrage_client.spec import Spec, SpecError, load_spec, spec_field_name
 from arbitrage_client.types import Instance, LogLine, WorkloadDetail
@@ -127,24 +126,31 @@ def launch(
         console.print(f"  arb status {created['id'][:8]}    arb logs -f {created['id'][:8]}")
         return
     workload_id = created["id"]
+    shown = 0  # state changes printed so far: each one, even those between two polls
+
+    def moved(detail: WorkloadDetail) -> None:
+        nonlocal shown
+        changes = [e for e in detail.get("events") or [] if e.get("kind") == "transition" and e.get("to_status")]
+        for event in changes[shown:]:
+            line = _state_line(detail) if event["to_status"] == detail["status"] else event["to_status"]
+            console.print(f"  {_clock(event.get('created_at'))}  {line}", markup=False)
+        shown = max(shown, len(changes))
+
     try:
         with console.status(f"{created['status']} …") as spinner:
-
-            def moved(detail: WorkloadDetail) -> None:
-                line = _state_line(detail)
-                console.print(f"  {_now()}  {line}", markup=False)
-                spinner.update(f"{detail['status']} …")
-
-            try:
-                detail = client.wait(workload_id, {"RUNNING"}, timeout=timeout, on_change=moved)
-            except WorkloadFailed as failed:
-                _fail(str(failed), EXIT_FAILED)
-        if detail.get("endpoint"):
+            detail = client.wait(
+                workload_id,
+                {"RUNNING", "STOPPING", *ENDED},
+                timeout=timeout,
+                on_change=lambda d: (moved(d), spinner.update(f"{d['status']} …")),
+            )
+        if detail["status"] == "RUNNING" and detail.get("endpoint"):
             console.print(f"  endpoint: {detail['endpoint']}", markup=False)
         console.print(f"  following its logs (Ctrl-C detaches; arb down {workload_id[:8]} stops it)")
         for line in client.follow(workload_id):
             _print_line(line, timestamps=False)
         final = client.get(workload_id)
+        moved(final)
     except KeyboardInterrupt:
         click.echo(f"\ndetached: {workload_id} keeps running (arb down {workload_id[:8]} stops it)", err=True)
         sys.exit(130)
@@ -177,8 +183,9 @@ def _reason(detail: WorkloadDetail) -> str:
     return detail.get("failure_reason") or detail.get("termination_reason") or "-"
 
 
-def _now() -> str:
-    return datetime.now().strftime("%H:%M:%S")
+def _clock(when: str | None) -> str:
+    """An API time as the local wall clock (HH:MM:SS)."""
+    return _parse(when).astimezone().strftime("%H:%M:%S") if when else datetime.now().strftime("%H:%M:%S")
 
 
 # --- status ------------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class WorkloadCost(TypedDict, total=False):
 
 
 class WorkloadEvent(TypedDict, total=False):
+    kind: str
     name: str
     to_status: str
     message: str
