@@ -95,8 +95,9 @@ def test_launch_watches_the_states_then_follows_the_logs_until_the_workload_ends
     spec.write_text(SPEC)
     client = Client(live_server.url, key)
 
-    def terminate_once_its_output_is_in():
+    def terminate_once_it_runs_and_its_output_is_in():
         workload = wait_until(lambda: client.list(), what="the launched workload")[0]
+        wait_until(lambda: client.get(workload["id"])["status"] == "RUNNING", timeout=120, what="RUNNING")
         wait_until(
             lambda: any("listening on" in line["text"] for line in client.log_lines(workload["id"])),
             timeout=120,
@@ -104,7 +105,7 @@ def test_launch_watches_the_states_then_follows_the_logs_until_the_workload_ends
         )
         client.terminate(workload["id"])
 
-    stopper = threading.Thread(target=terminate_once_its_output_is_in, daemon=True)
+    stopper = threading.Thread(target=terminate_once_it_runs_and_its_output_is_in, daemon=True)
     stopper.start()
     result = arb(live_server.url, key, "launch", str(spec), "--timeout", "120")
     stopper.join(timeout=10)
