@@ -113,7 +113,7 @@ def test_launch_watches_the_states_then_follows_the_logs_until_the_workload_ends
     assert result.exit_code == 0, result.stderr
     out = result.stdout.splitlines()
     assert out[0].startswith("Launched cli-web: ")
-    assert any(" RUNNING " in line for line in out)
+    assert any(line.split()[1:2] == ["RUNNING"] for line in out)  # "  10:02:14  RUNNING  aws us-east-1 ..."
     assert any("workload agent" in line and "listening on" in line for line in out)
     assert out[-1].startswith("cli-web ended TERMINATED: ")
 
