@@ -518,8 +518,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        # The cloud SDKs log every request and response at INFO: keep their warnings only.
+        # The cloud SDKs and httpx (the API client) log every request at INFO: keep their warnings only.
         "azure": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "google": {"level": "WARNING"},
     },

@@ -1,14 +1,19 @@
-"""The customer's side of the demo: plain HTTP with urllib, as any client of the API would."""
+"""The customer's side of the demo: the Python client (``arbitrage_client``) for the API, and plain
+HTTP with urllib for the workloads' own endpoints, as any caller of them would."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from arbitrage_client import ArbitrageError, Client
 from demo import DemoFailed
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,34 +54,46 @@ def error_message(answer: Answer) -> str:
 
 
 class ApiClient:
-    """The REST API as a customer calls it: a Bearer API key, JSON in and out."""
+    """The REST API as a customer calls it, through ``arbitrage_client``: a failure is ``DemoFailed``."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.client = Client(url=self.base_url, api_key=api_key, timeout=timeout, retries=2)
 
-    def call(self, method: str, path: str, body: Any = None, *, expect: tuple[int, ...] = (200,)) -> Any:
-        """The decoded answer; ``DemoFailed`` naming the call when it fails or answers another status."""
+    def _do(self, what: str, call: Callable[[], T]) -> T:
         try:
-            answer = http(
-                method,
-                self.base_url + path,
-                body=body,
-                headers={"Authorization": f"Bearer {self.api_key}"},
-                timeout=self.timeout,
-            )
+            return call()
+        except ArbitrageError as error:
+            raise DemoFailed(f"{what}: {error}") from None
+
+    def quote(self, requirements: dict[str, Any], *, limit: int) -> dict[str, Any]:
+        return self._do("POST /api/v1/placement/quote", lambda: self.client.quote(requirements, limit=limit))
+
+    def create(self, workload: dict[str, Any]) -> dict[str, Any]:
+        return self._do("POST /api/v1/workloads", lambda: self.client.create(workload))
+
+    def get(self, workload_id: str) -> dict[str, Any]:
+        return self._do(f"GET /api/v1/workloads/{workload_id}", lambda: self.client.get(workload_id))
+
+    def terminate(self, workload_id: str, *, already_stopping_ok: bool = False) -> None:
+        try:
+            self._do(f"POST /api/v1/workloads/{workload_id}/terminate", lambda: self.client.terminate(workload_id))
+        except DemoFailed:
+            if not already_stopping_ok:
+                raise
+
+    def latest_checkpoint(self, workload_id: str) -> dict[str, Any] | None:
+        """The storage API is not in the client: one plain request (404 while there is none)."""
+        path = f"/api/v1/workloads/{workload_id}/storage/checkpoints/latest"
+        try:
+            answer = http("GET", self.base_url + path, headers={"Authorization": f"Bearer {self.api_key}"})
         except OSError as error:
-            raise DemoFailed(f"{method} {path}: no answer from the API ({_reason(error)})") from None
-        if answer.status not in expect:
-            raise DemoFailed(f"{method} {path}: {error_message(answer)}")
-        return answer.body
-
-    def get(self, path: str, *, expect: tuple[int, ...] = (200,)) -> Any:
-        return self.call("GET", path, expect=expect)
-
-    def post(self, path: str, body: Any = None, *, expect: tuple[int, ...] = (200,)) -> Any:
-        return self.call("POST", path, body, expect=expect)
+            raise DemoFailed(f"GET {path}: no answer from the API ({_reason(error)})") from None
+        if answer.status not in (200, 404):
+            raise DemoFailed(f"GET {path}: {error_message(answer)}")
+        return answer.body if answer.status == 200 and isinstance(answer.body, dict) else None
 
 
 def _reason(error: OSError) -> str:

@@ -223,7 +223,7 @@ class Story:
         )
 
     def quote(self, requirements: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        answer = self.api.post("/api/v1/placement/quote", {"requirements": requirements, "limit": limit})
+        answer = self.api.quote(requirements, limit=limit)
         candidates = answer.get("candidates") or []
         if not candidates:
             raise DemoFailed(f"the quote for {requirements} found no offer")
@@ -249,7 +249,7 @@ class Story:
     def stage_submit(self) -> None:
         rows = []
         for name, spec in self.specs.items():
-            created = self.api.post("/api/v1/workloads", {"name": name, **spec}, expect=(201,))
+            created = self.api.create({"name": name, **spec})
             self.workloads[name] = created["id"]
             self.endpoints[name] = created["endpoint"]
             rows.append((name, created["id"], created["status"], _brief(created["requirements"]), _extras(spec)))
@@ -257,7 +257,7 @@ class Story:
         self.say(*table(("workload", "id", "state", "needs", "options"), rows))
 
     def details(self) -> dict[str, dict[str, Any]]:
-        return {name: self.api.get(f"/api/v1/workloads/{wid}") for name, wid in self.workloads.items()}
+        return {name: self.api.get(wid) for name, wid in self.workloads.items()}
 
     def watch(self, until: Callable[[dict[str, dict[str, Any]]], bool], *, timeout: float, what: str) -> None:
         """Redraw the state table until ``until(details)``; fail on a FAILED workload or at the deadline."""
@@ -323,9 +323,8 @@ class Story:
         self.results.append("the long job answered at its endpoint name through the gateway")
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
-        path = f"/api/v1/workloads/{self.workloads[LONG_JOB]}/storage/checkpoints/latest"
-        body = self.api.get(path, expect=(200, 404))
-        return body if isinstance(body, dict) and "checkpoint_id" in body else None
+        body = self.api.latest_checkpoint(self.workloads[LONG_JOB])
+        return body if body is not None and "checkpoint_id" in body else None
 
     def wait(self, check: Callable[[], T | None], *, timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
@@ -340,7 +339,7 @@ class Story:
 
     def stage_migrate(self) -> None:
         workload_id = self.workloads[LONG_JOB]
-        old = current_instance(self.api.get(f"/api/v1/workloads/{workload_id}"))
+        old = current_instance(self.api.get(workload_id))
         self.say(
             f"  The long job runs on {_where(old)} (instance {old['instance_id']}).",
             "  The customer keeps calling its endpoint through the gateway, in a loop:",
@@ -371,7 +370,7 @@ class Story:
         while True:
             self.services.check_alive()
             shown: list[tuple[float, str]] = []  # (when, line): printed in time order
-            detail = self.api.get(f"/api/v1/workloads/{workload_id}")
+            detail = self.api.get(workload_id)
             asked = time.monotonic()
             state, current = detail["status"], current_instance(detail)
             for call in poller.drain():
@@ -462,7 +461,7 @@ class Story:
     def stage_terminate(self) -> None:
         self.say("  POST /api/v1/workloads/<id>/terminate for each, then until all are TERMINATED:", "")
         for workload_id in self.workloads.values():
-            self.api.post(f"/api/v1/workloads/{workload_id}/terminate", expect=(202,))
+            self.api.terminate(workload_id)
         began = time.monotonic()
         self.watch(
             lambda details: all(d["status"] == "TERMINATED" for d in details.values()),
@@ -569,16 +568,16 @@ class Story:
     def _terminate_leftovers(self) -> None:
         running = []
         for workload_id in self.workloads.values():
-            detail = self.api.get(f"/api/v1/workloads/{workload_id}")
+            detail = self.api.get(workload_id)
             if detail["status"] in TERMINAL:
                 continue
             if detail["status"] != "STOPPING":
-                self.api.post(f"/api/v1/workloads/{workload_id}/terminate", expect=(202, 409))
+                self.api.terminate(workload_id, already_stopping_ok=True)
             running.append(workload_id)
         deadline = time.monotonic() + CLEANUP_TERMINATE_TIMEOUT
         while running and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
-            running = [w for w in running if self.api.get(f"/api/v1/workloads/{w}")["status"] not in TERMINAL]
+            running = [w for w in running if self.api.get(w)["status"] not in TERMINAL]
 
 
 def _brief(requirements: dict[str, Any]) -> str:
