@@ -8,16 +8,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from celery import current_app
 from django.db import connection
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from placement.clouds import local
 from placement.clouds.base import InstanceRequest
 from storage.services import storage_initialize
-from tests.factories import WorkloadFactory, WorkloadInstanceFactory
+from tests.factories import WorkloadFactory, WorkloadInstanceFactory, customer_with_key
+from tests.live import wait_until
+from tests.workloads.test_provision import api_for, reaches, run_succeeds, submit
 from workloads import services, tasks
-from workloads.models import LogStream, WorkloadLogCursor, WorkloadLogLine, WorkloadStatus
+from workloads.models import LogStream, WorkloadInstance, WorkloadLogCursor, WorkloadLogLine, WorkloadStatus
+from workloads.recovery import health_sweep_run
 from workloads.services import instance_terminate, workload_log_mark, workload_logs_expire
 
 S = WorkloadStatus
@@ -240,3 +245,69 @@ def test_a_live_workloads_read_collects_its_new_output_first(api, customer, stop
     assert [line["text"] for line in page(api, workload)["lines"]] == ["hello"]
     write(stopped_instance, b"world\n")
     assert [line["text"] for line in page(api, workload)["lines"]] == ["hello", "world"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workloads_output_reaches_the_api_across_a_migration_until_it_ends(
+    catalog, worker, local_cloud_clean, settings
+):
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    settings.LOGS_FOLLOW_MAX_SECONDS = 120  # a follow that never ends fails the test instead of hanging it
+    _, key = customer_with_key()
+    client = api_for(key)
+    workload = submit(client)
+    assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
+    run_succeeds(workload, "provision")
+    first = WorkloadInstance.objects.get(workload=workload)
+
+    # The agent prints a progress line a second; the API has them, page by page.
+    def progress_of(instance) -> list[dict]:
+        lines = page(client, workload, limit=1000)["lines"]
+        return [line for line in lines if line["instance_id"] == instance.instance_id and "progress" in line["text"]]
+
+    wait_until(lambda: len(progress_of(first)) >= 3, what="three progress lines")
+    whole = page(client, workload, limit=1000)["lines"]
+    paged, after = [], 0
+    while True:
+        part = page(client, workload, after=after, limit=2)
+        paged += part["lines"]
+        after = part["next_after"]
+        if not part["more"]:
+            break
+    assert paged[: len(whole)] == whole
+
+    # A migration: the old instance's lines, a marker, then the new instance's lines.
+    local_cloud_clean.interrupt(first.instance_id)
+    assert health_sweep_run().interrupted == 1
+    run_succeeds(workload, "migrate")
+    second = WorkloadInstance.objects.exclude(id=first.id).get(workload=workload)
+    wait_until(lambda: len(progress_of(second)) >= 2, what="the new instance's progress lines")
+    lines = page(client, workload, limit=1000)["lines"]
+    [marker_at] = [n for n, line in enumerate(lines) if line["stream"] == "marker"]
+    marker = lines[marker_at]
+    assert marker["text"] == (
+        f"moved {first.provider}/{first.region}/{first.availability_zone} → "
+        f"{second.provider}/{second.region}/{second.availability_zone}"
+    )
+    assert (marker["instance_id"], marker["provider"]) == (second.instance_id, second.provider)
+    assert {line["instance_id"] for line in lines[:marker_at]} == {first.instance_id}
+    assert {line["instance_id"] for line in lines[marker_at + 1 :]} == {second.instance_id}
+
+    # A follower gets the lines as they come and the end once the workload is terminated.
+    assert client.post(f"/api/v1/workloads/{workload.id}/terminate").status_code == 202
+    response = client.get(f"/api/v1/workloads/{workload.id}/logs", {"follow": "1", "after": lines[-1]["position"]})
+    got = events(response)
+    assert got[-1][:2] == ("end", {"status": "TERMINATED"})
+    assert all(event == "line" for event, *_ in got[:-1])
+    assert any("shutting down" in data["text"] for _, data, _ in got[:-1])  # the new instance's last words
+    final = page(client, workload, limit=1000)
+    assert final["ended"] is True and final["lines"][-1]["position"] == got[-2][1]["position"]
+
+
+def test_beat_collects_every_few_seconds_and_expires_hourly(db):
+    # Made by the migration (the test database is migrated); the tasks are found by name.
+    collect = PeriodicTask.objects.get(task="workloads.logs_collect")
+    assert collect.enabled and (collect.interval.every, collect.interval.period) == (5, "seconds")
+    expire = PeriodicTask.objects.get(task="workloads.logs_expire")
+    assert expire.enabled and (expire.interval.every, expire.interval.period) == (1, "hours")
+    assert {"workloads.logs_collect", "workloads.logs_expire"} <= set(current_app.tasks)
