@@ -173,8 +173,10 @@ def test_another_customers_workload_is_404_and_no_key_is_401(api, other_api, cus
     workload = WorkloadFactory(customer=customer)
     workload_log_mark(workload_id=workload.id, text="secret")
     for query in ({}, {"follow": "1"}):
-        response = other_api.get(f"/api/v1/workloads/{workload.id}/logs", query)
+        # JSON errors, also for a client that accepts only an event stream.
+        response = other_api.get(f"/api/v1/workloads/{workload.id}/logs", query, HTTP_ACCEPT="text/event-stream")
         assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] == "not_found"
     assert APIClient().get(f"/api/v1/workloads/{workload.id}/logs").status_code == 401
 

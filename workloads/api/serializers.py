@@ -296,9 +296,15 @@ MAX_POSITION = 2**63 - 1
 
 
 class LogsQuerySerializer(StrictSerializer):
-    after = serializers.IntegerField(min_value=0, max_value=MAX_POSITION, default=0)
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
-    follow = serializers.ChoiceField(choices=("1", "true", "0", "false"), default="0")
+    after = serializers.IntegerField(
+        min_value=0, max_value=MAX_POSITION, default=0, help_text="Lines with a position above this."
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500, help_text="At most this many lines.")
+    follow = serializers.ChoiceField(
+        choices=("1", "true", "0", "false"),
+        default="0",
+        help_text="1 or true: server-sent events, one per line, until the workload ends.",
+    )
 
 
 class LogLineSerializer(serializers.Serializer):

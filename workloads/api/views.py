@@ -13,13 +13,15 @@ from django.conf import settings
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import generics, renderers, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from arbitrage.api.fields import StrictDecimalField, StrictSerializer
+from arbitrage.api.parsers import StrictContentNegotiation
 from workloads import recovery, selectors, services
 from workloads.api.serializers import (
+    MAX_POSITION,
     LogLineSerializer,
     LogPageSerializer,
     LogsQuerySerializer,
@@ -160,15 +162,17 @@ class WorkloadRebalanceView(APIView):
 FOLLOW_PAGE = 1000
 
 
-class EventStreamRenderer(renderers.BaseRenderer):
-    """Lets a client that accepts only ``text/event-stream`` follow; the stream itself is written by the view."""
+class EventStreamNegotiation(StrictContentNegotiation):
+    """JSON, and also for a client that accepts only ``text/event-stream``: the view writes the stream itself.
 
-    media_type = "text/event-stream"
-    format = "sse"
-    charset = "utf-8"
+    Every answer but the follow stream (the JSON page and every error) is JSON.
+    """
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return json.dumps(data).encode()
+    def select_renderer(self, request, renderers, format_suffix=None):
+        accepted = {part.split(";")[0].strip() for part in request.META.get("HTTP_ACCEPT", "").split(",")}
+        if "text/event-stream" in accepted:
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
 
 
 def _sse(event: str, data: dict, *, event_id: int | None = None) -> str:
@@ -208,25 +212,15 @@ def _log_events(*, workload_id: UUID, after: int) -> Iterator[str]:
 
 
 class WorkloadLogsView(APIView):
-    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+    content_negotiation_class = EventStreamNegotiation
 
     @extend_schema(
         operation_id="workloads_logs",
         parameters=[
-            OpenApiParameter("after", int, description="Lines with a position above this (default 0).", required=False),
-            OpenApiParameter(
-                "limit", int, description="At most this many lines, 1 to 1000 (default 500).", required=False
-            ),
-            OpenApiParameter(
-                "follow",
-                str,
-                enum=["1", "true", "0", "false"],
-                description="1 or true: server-sent events, one per line, until the workload ends.",
-                required=False,
-            ),
+            LogsQuerySerializer,
             OpenApiParameter(
                 "Last-Event-ID",
-                int,
+                {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
                 OpenApiParameter.HEADER,
                 description="Like after (an event stream's reconnect sends it); wins over after.",
                 required=False,
@@ -280,10 +274,3 @@ class WorkloadLogsView(APIView):
                 }
             ).data
         )
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        # Errors (and the JSON page) are JSON, whatever the client said it accepts.
-        if isinstance(response, Response):
-            request.accepted_renderer = renderers.JSONRenderer()
-            request.accepted_media_type = request.accepted_renderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)
