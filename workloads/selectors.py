@@ -179,3 +179,9 @@ def workload_log_page(*, workload_id: UUID | str, after: int, limit: int) -> Log
         ended=finished and not more,
         status=status,
     )
+
+
+def workload_log_tail(*, workload_id: UUID | str, count: int) -> list[WorkloadLogLine]:
+    """The workload's newest ``count`` log lines, oldest first."""
+    newest = WorkloadLogLine.objects.filter(workload_id=workload_id).order_by("-position")[:count]
+    return list(reversed(newest))

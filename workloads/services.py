@@ -519,6 +519,8 @@ def instance_output_collect(*, instance: WorkloadInstance, final: bool = False) 
             logger.warning("log collection of instance %s failed: %s", instance.instance_id, error)
             break
         at_end = final and len(data) < OUTPUT_READ_BYTES
+        if not data and not at_end:
+            break  # nothing new: no write (a follower polls this every second)
         with transaction.atomic():
             cursor = WorkloadLogCursor.objects.select_for_update().get(pk=cursor.pk)
             if cursor.finished_at is not None or cursor.offset < read_from:
