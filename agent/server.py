@@ -18,7 +18,8 @@ Configuration comes from the environment, as a container's would:
   every ``AGENT_CHECKPOINT_SECONDS`` (default 10) and once more, as its final
   checkpoint, on the interruption notice.
 
-* Progress: one unit of work per second. With ``ARBITRAGE_API_URL`` and the token the
+* Progress: one unit of work per second, each a line ``progress N s`` on stdout (the
+  workload's log). With ``ARBITRAGE_API_URL`` and the token the
   agent reports it every ``AGENT_PROGRESS_SECONDS`` (default 10) as
   ``completed_seconds`` (``POST /api/v1/agent/progress``); with ``AGENT_WORK_SECONDS=N``
   the job is done after N seconds of work and says so (``finished: true``).
@@ -133,6 +134,7 @@ class Agent:
         while not self.stopping.wait(1.0):
             if self.work_seconds is None or self.progress < self.work_seconds:
                 self.progress += 1
+                print(f"progress {self.progress} s", flush=True)  # the workload's log, one line per tick
 
     @property
     def finished(self) -> bool:

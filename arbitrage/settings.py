@@ -485,6 +485,17 @@ LAUNCH_OVERHEAD_SECONDS = env_int("LAUNCH_OVERHEAD_SECONDS", 600, minimum=0, max
 # doubling up to CAPACITY_RETRY_MAX_SECONDS, each with up to 20% jitter.
 CAPACITY_RETRY_FIRST_SECONDS = env_float("CAPACITY_RETRY_FIRST_SECONDS", 30.0, minimum=0.1, maximum=60)
 CAPACITY_RETRY_MAX_SECONDS = env_float("CAPACITY_RETRY_MAX_SECONDS", 600.0, minimum=1, maximum=86_400)
+# Workload logs (docs/workloads.md "Logs"): beat collects each live instance's console output
+# every LOGS_COLLECT_SECONDS (at install; the schedule is editable in the admin). A terminated
+# workload's lines are kept as long as its storage (its retention_days), or LOGS_RETENTION_DAYS
+# when it had no storage. A follower (?follow=1) polls the database every LOGS_FOLLOW_POLL_SECONDS,
+# sends a keep-alive comment after LOGS_FOLLOW_KEEPALIVE_SECONDS without lines, and is closed
+# after LOGS_FOLLOW_MAX_SECONDS (the client reconnects with Last-Event-ID).
+LOGS_COLLECT_SECONDS = env_int("LOGS_COLLECT_SECONDS", 5, minimum=1, maximum=3600)
+LOGS_RETENTION_DAYS = env_int("LOGS_RETENTION_DAYS", 30, minimum=1, maximum=3650)
+LOGS_FOLLOW_POLL_SECONDS = env_float("LOGS_FOLLOW_POLL_SECONDS", 1.0, minimum=0.01, maximum=60)
+LOGS_FOLLOW_KEEPALIVE_SECONDS = env_float("LOGS_FOLLOW_KEEPALIVE_SECONDS", 15.0, minimum=0.1, maximum=300)
+LOGS_FOLLOW_MAX_SECONDS = env_int("LOGS_FOLLOW_MAX_SECONDS", 3600, minimum=1, maximum=86_400)
 # Multiplies every workflow delay (retry backoff, wait polls, stall detection).
 # 1 in production; a test run or a demo may shorten the clock.
 WORKFLOW_TIME_SCALE = env_float("WORKFLOW_TIME_SCALE", 1.0, minimum=0.001, maximum=100.0)

@@ -8,6 +8,8 @@ from the environment exactly as in production (DATABASE_URL, REDIS_URL, ...).
 import os
 from pathlib import Path
 
+# A log follower polls the database often, so a test sees its lines and its end at once.
+os.environ.setdefault("LOGS_FOLLOW_POLL_SECONDS", "0.05")
 os.environ.setdefault("ARBITRAGE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
 from arbitrage.settings import *  # noqa: F403

@@ -121,6 +121,10 @@ ACTION_STATES = {
 }
 
 
+#: The workload page shows this many of its newest log lines (the API has them all).
+RECENT_LOG_LINES = 50
+
+
 class WorkloadEventInline(admin.TabularInline):
     model = WorkloadEvent
     extra = 0
@@ -157,6 +161,7 @@ class WorkloadAdmin(admin.ModelAdmin):
         "progress",
         "created_at",
         "updated_at",
+        "recent_log",
     ]
     fields = ["name", "recovery_policy", "requirements", "config", *readonly_fields]
     inlines = [WorkloadEventInline]
@@ -177,6 +182,18 @@ class WorkloadAdmin(admin.ModelAdmin):
         if progress.market:
             parts.append(f"on {progress.market.replace('_', '-')}")
         return ", ".join(parts)
+
+    @admin.display(description="recent log")
+    def recent_log(self, workload: Workload) -> str:
+        lines = selectors.workload_log_tail(workload_id=workload.id, count=RECENT_LOG_LINES)
+        if not lines:
+            return "—"
+        text = "\n".join(
+            f"{line.position:>6} {line.time:%H:%M:%S} {line.instance_id} {'» ' if line.stream == 'marker' else ''}"
+            f"{line.text}"
+            for line in lines
+        )
+        return format_html('<pre style="max-height: 24em; overflow: auto">{}</pre>', text)
 
     @admin.display(ordering="status", description="state")
     def state(self, workload: Workload) -> str:

@@ -407,3 +407,58 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} → {self.customer} ({self.delivery_status})"
+
+
+# --- the workload's output (its log) ---------------------------------------------------
+
+
+class LogStream(models.TextChoices):
+    OUTPUT = "output"  # the instance's stdout and stderr
+    MARKER = "marker"  # written by the control plane: the workload moved to another instance
+
+
+class WorkloadLogLine(models.Model):
+    """One line of a workload's log: one stream per workload, across all its instances.
+
+    ``position`` is per workload and strictly increasing (gaps are allowed); it is given
+    out under the workload row's lock, so lines read in position order are in the order
+    they were stored.
+    """
+
+    MAX_TEXT = 4096  # characters; a longer line is split
+
+    id = models.BigAutoField(primary_key=True)
+    workload = models.ForeignKey(Workload, on_delete=models.CASCADE, related_name="log_lines")
+    position = models.BigIntegerField()
+    time = models.DateTimeField(help_text="When the line was collected (a marker: when it was written).")
+    instance_id = models.CharField(max_length=255, blank=True, help_text="The provider's id for the instance.")
+    provider = models.CharField(max_length=16, blank=True)
+    stream = models.CharField(max_length=16, choices=LogStream.choices, default=LogStream.OUTPUT)
+    text = models.TextField()
+
+    class Meta:
+        db_table = "workload_log_lines"
+        ordering = ["workload", "position"]
+        constraints = [models.UniqueConstraint(fields=["workload", "position"], name="workload_log_line_position")]
+
+    def __str__(self) -> str:
+        return f"{self.workload_id} #{self.position} [{self.stream}] {self.text[:60]}"
+
+
+class WorkloadLogCursor(models.Model):
+    """How far one instance's console output has been collected: its byte offset, and whether to the end."""
+
+    instance = models.OneToOneField(
+        WorkloadInstance, on_delete=models.CASCADE, primary_key=True, related_name="log_cursor"
+    )
+    offset = models.BigIntegerField(default=0, help_text="Bytes of its output stored as lines so far.")
+    collected_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its output was collected after the instance ended: nothing follows."
+    )
+
+    class Meta:
+        db_table = "workload_log_cursors"
+
+    def __str__(self) -> str:
+        return f"log cursor of {self.instance_id} at {self.offset}"

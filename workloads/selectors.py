@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from accounts import tokens
@@ -19,6 +19,7 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
     WorkloadInstance,
+    WorkloadLogLine,
     WorkloadStatus,
 )
 
@@ -41,6 +42,11 @@ def workload_get(*, customer: Customer, workload_id: UUID | str) -> Workload | N
         .select_related("routing")
         .first()
     )
+
+
+def workload_owned(*, customer: Customer, workload_id: UUID | str) -> Workload | None:
+    """The customer's workload alone (none of its relations), or None (also for another customer's)."""
+    return Workload.objects.filter(customer=customer, id=workload_id).first()
 
 
 def workload_by_idempotency_key(*, customer: Customer, idempotency_key: str) -> Workload | None:
@@ -124,3 +130,58 @@ def agent_token_standing_get(workload_id: UUID) -> tokens.AgentTokenStanding:
     if timezone.now() >= retention_ends_at:
         return tokens.AgentTokenStanding(tokens.DEAD)
     return tokens.AgentTokenStanding(tokens.READ_ONLY, read_only_until=retention_ends_at)
+
+
+# --- the workload's log --------------------------------------------------------------------------
+
+#: Where a workload's log ends: no instance runs again and none will write more.
+LOG_ENDED = (WorkloadStatus.TERMINATED, WorkloadStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Lines after a position, and what a reader does next."""
+
+    lines: list[WorkloadLogLine]
+    next_after: int  # the position to ask after next time
+    more: bool  # more lines are stored after next_after now
+    ended: bool  # nothing will ever come after next_after
+    status: str  # the workload's state when the page was read
+
+
+def instances_output_pending() -> QuerySet[WorkloadInstance]:
+    """Instances whose output may hold lines not stored yet: not collected, or not to the end of it."""
+    return (
+        WorkloadInstance.objects.exclude(instance_id="")
+        .filter(Q(log_cursor__isnull=True) | Q(log_cursor__finished_at__isnull=True))
+        .order_by("created_at")
+    )
+
+
+def workload_log_page(*, workload_id: UUID | str, after: int, limit: int) -> LogPage:
+    """The workload's log lines with a position above ``after``, at most ``limit``, in order.
+
+    ``ended`` once the workload is TERMINATED or FAILED, each of its instances' output has
+    been collected to the end, and this page holds the last line. Whether it has ended is
+    read before the lines, so no line stored meanwhile is missed by a reader that stops.
+    """
+    status = Workload.objects.filter(id=workload_id).values_list("status", flat=True).first() or ""
+    finished = status in LOG_ENDED and not instances_output_pending().filter(workload_id=workload_id).exists()
+    rows = list(
+        WorkloadLogLine.objects.filter(workload_id=workload_id, position__gt=after).order_by("position")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LogPage(
+        lines=rows,
+        next_after=rows[-1].position if rows else after,
+        more=more,
+        ended=finished and not more,
+        status=status,
+    )
+
+
+def workload_log_tail(*, workload_id: UUID | str, count: int) -> list[WorkloadLogLine]:
+    """The workload's newest ``count`` log lines, oldest first."""
+    newest = WorkloadLogLine.objects.filter(workload_id=workload_id).order_by("-position")[:count]
+    return list(reversed(newest))

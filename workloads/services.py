@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from accounts.models import Customer
 from arbitrage.errors import DomainError
-from placement.clouds.base import get_cloud
+from placement.clouds.base import CloudError, CloudNotConfigured, InstanceNotFound, get_cloud
 from placement.services import pool_lifetime_record
 from workloads import routing
 from workloads.errors import IdempotencyKeyReused, TransitionRefused
@@ -29,6 +32,7 @@ from workloads.models import (
     WAITING_FOR_CAPACITY,
     HealthMonitor,
     InstanceStatus,
+    LogStream,
     NotificationType,
     RecoveryPolicy,
     WorkflowKind,
@@ -36,13 +40,17 @@ from workloads.models import (
     Workload,
     WorkloadEvent,
     WorkloadInstance,
+    WorkloadLogCursor,
+    WorkloadLogLine,
     WorkloadRouting,
     WorkloadStatus,
 )
 from workloads.notifications import notification_create, workload_waiting_payload
-from workloads.selectors import workload_by_idempotency_key
+from workloads.selectors import instances_output_pending, workload_by_idempotency_key
 from workloads.signals import instance_release_announce, workload_admit
 from workloads.workflows.engine import workflow_run_cancel, workflow_run_create
+
+logger = logging.getLogger(__name__)
 
 # --- workloads ----------------------------------------------------------------
 
@@ -203,11 +211,12 @@ def workload_transition_locked(
 
 
 def instance_terminate(*, instance: WorkloadInstance) -> WorkloadInstance:
-    """Terminate one instance in its cloud (idempotent) and record when it stopped."""
+    """Terminate one instance in its cloud (idempotent), keep its last log lines, record when it stopped."""
     if instance.status in (InstanceStatus.TERMINATED, InstanceStatus.FAILED) and instance.terminated_at:
         return instance
     if instance.instance_id:
         get_cloud(instance.provider).terminate_instance(instance.instance_id, instance.region)
+        instance_output_collect(instance=instance, final=True)  # its last lines, now that it has stopped
     WorkloadInstance.objects.filter(pk=instance.pk, terminated_at__isnull=True).update(
         status=InstanceStatus.TERMINATED, terminated_at=timezone.now()
     )
@@ -413,3 +422,178 @@ def workload_migrate_now(*, workload_id: UUID | str) -> WorkflowRun:
                 "from_instance": str(instance.id),
             },
         )
+
+
+# --- the workload's log: its instances' output, collected into the database ------------------
+
+#: One read of an instance's console output takes at most this much.
+OUTPUT_READ_BYTES = 1 << 20
+#: Reads of an ended instance in one collection, to reach the end of its output.
+FINAL_READS = 16
+#: An unfinished line (no newline yet) this long is stored as it is, not waited for.
+MAX_PENDING_BYTES = 64 * 1024
+#: Ended instances beat still looks at when they were not collected to the end (a failed last read).
+LATE_COLLECT_WINDOW = timedelta(hours=1)
+
+
+def _output_texts(data: bytes, *, final: bool) -> tuple[list[str], int]:
+    """The lines in ``data`` and how many of its bytes they use.
+
+    Only complete lines (up to the last newline) are taken, so a line written in two
+    pieces is stored whole: the rest is read again next time. At the end of the output
+    (``final``), or when the rest is already ``MAX_PENDING_BYTES`` long, it is taken too.
+    Lines over ``WorkloadLogLine.MAX_TEXT`` characters are split.
+    """
+    used = data.rfind(b"\n") + 1
+    if final or len(data) - used >= MAX_PENDING_BYTES:
+        used = len(data)
+    texts = []
+    for raw in data[:used].splitlines():
+        text = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        limit = WorkloadLogLine.MAX_TEXT
+        texts.extend([text[i : i + limit] for i in range(0, len(text), limit)] or [""])
+    return texts, used
+
+
+def _log_lines_append(
+    *, workload_id: UUID | str, texts: list[str], stream: str, instance_id: str = "", provider: str = ""
+) -> list[WorkloadLogLine]:
+    """Store lines at the end of the workload's log: positions given out under the workload row's lock."""
+    with transaction.atomic():
+        list(Workload.objects.select_for_update().filter(id=workload_id).values_list("id", flat=True))
+        last = WorkloadLogLine.objects.filter(workload_id=workload_id).aggregate(last=Max("position"))["last"] or 0
+        now = timezone.now()
+        return WorkloadLogLine.objects.bulk_create(
+            WorkloadLogLine(
+                workload_id=workload_id,
+                position=last + number,
+                time=now,
+                instance_id=instance_id,
+                provider=provider,
+                stream=stream,
+                text=text,
+            )
+            for number, text in enumerate(texts, start=1)
+        )
+
+
+def workload_log_mark(*, workload_id: UUID | str, text: str, instance_id: str = "", provider: str = "") -> None:
+    """A ``marker`` line from the control plane (where the workload moved to another instance)."""
+    _log_lines_append(
+        workload_id=workload_id,
+        texts=[text[: WorkloadLogLine.MAX_TEXT]],
+        stream=LogStream.MARKER,
+        instance_id=instance_id,
+        provider=provider,
+    )
+
+
+def instance_output_collect(*, instance: WorkloadInstance, final: bool = False) -> int:
+    """Store the new lines of one instance's console output (stdout and stderr); how many.
+
+    The byte offset already stored is kept per instance (``WorkloadLogCursor``). The cloud
+    is read outside any transaction; the lines are stored with the cursor row taken with
+    ``select_for_update()``, and only from where the cursor is then, so two collectors that
+    race never store a line twice. An ended instance (``final``, or ``terminated_at`` set)
+    is read to the end, its last unfinished line included, and its cursor is finished:
+    nothing is read from it again. A cloud error is logged and left for the next collection
+    (an instance the cloud no longer knows has nothing more to give).
+    """
+    if not instance.instance_id:
+        return 0
+    final = final or instance.terminated_at is not None
+    cursor, _ = WorkloadLogCursor.objects.get_or_create(instance=instance)
+    stored = 0
+    for _ in range(FINAL_READS if final else 1):
+        if cursor.finished_at is not None:
+            break
+        read_from = cursor.offset
+        try:
+            data = get_cloud(instance.provider).console_output(
+                instance.instance_id, instance.region, offset=read_from, limit=OUTPUT_READ_BYTES
+            )
+        except (InstanceNotFound, CloudNotConfigured):
+            data = b""
+            final = True
+        except CloudError as error:
+            logger.warning("log collection of instance %s failed: %s", instance.instance_id, error)
+            break
+        at_end = final and len(data) < OUTPUT_READ_BYTES
+        if not data and not at_end:
+            break  # nothing new: no write (a follower polls this every second)
+        with transaction.atomic():
+            cursor = WorkloadLogCursor.objects.select_for_update().get(pk=cursor.pk)
+            if cursor.finished_at is not None or cursor.offset < read_from:
+                break
+            fresh = data[cursor.offset - read_from :]  # another collector may have stored the start already
+            texts, used = _output_texts(fresh, final=at_end)
+            if texts:
+                _log_lines_append(
+                    workload_id=instance.workload_id,
+                    texts=texts,
+                    stream=LogStream.OUTPUT,
+                    instance_id=instance.instance_id,
+                    provider=instance.provider,
+                )
+            stored += len(texts)
+            cursor.offset += used
+            cursor.collected_at = timezone.now()
+            if at_end:
+                cursor.finished_at = cursor.collected_at
+            cursor.save(update_fields=["offset", "collected_at", "finished_at"])
+        if at_end or len(data) < OUTPUT_READ_BYTES:
+            break
+    return stored
+
+
+def workload_output_collect(*, workload_id: UUID | str) -> int:
+    """Collect the new lines of every instance of the workload that may have some; how many were stored."""
+    return sum(
+        instance_output_collect(instance=instance)
+        for instance in instances_output_pending().filter(workload_id=workload_id)
+    )
+
+
+def workload_outputs_collect() -> int:
+    """Beat: collect the output of every live instance, and of those that ended lately without their last lines."""
+    since = timezone.now() - LATE_COLLECT_WINDOW
+    instances = instances_output_pending().filter(Q(terminated_at__isnull=True) | Q(terminated_at__gte=since))
+    return sum(instance_output_collect(instance=instance) for instance in instances)
+
+
+def workload_logs_expire(*, now: datetime | None = None, batch_size: int = 5000) -> int:
+    """Delete the log lines of ended workloads whose retention is over; how many lines.
+
+    A workload with storage keeps its lines as long as its storage: from when the storage
+    became read-only (else from its end) for the storage's ``retention_days``. Without
+    storage, ``LOGS_RETENTION_DAYS`` from its end (``terminated_at``; a FAILED one's last change).
+    """
+    now = now or timezone.now()
+    ended = (
+        Workload.objects.filter(status__in=(WorkloadStatus.TERMINATED, WorkloadStatus.FAILED))
+        .filter(id__in=WorkloadLogLine.objects.values("workload_id"))
+        .values(
+            "id",
+            "terminated_at",
+            "updated_at",
+            "storage_config__storage_enabled",
+            "storage_config__retention_days",
+            "storage_config__read_only_since",
+        )
+    )
+    deleted = 0
+    for row in ended:
+        ended_at = row["terminated_at"] or row["updated_at"]
+        if row["storage_config__storage_enabled"]:
+            ended_at = row["storage_config__read_only_since"] or ended_at
+            days = row["storage_config__retention_days"]
+        else:
+            days = settings.LOGS_RETENTION_DAYS
+        if now < ended_at + timedelta(days=days):
+            continue
+        while True:
+            ids = list(WorkloadLogLine.objects.filter(workload_id=row["id"]).values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            deleted += WorkloadLogLine.objects.filter(id__in=ids).delete()[0]
+    return deleted

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from placement.clouds.base import TransientCloudError
-from workloads import notifications, recovery
+from workloads import notifications, recovery, services
 from workloads.recovery import health_sweep_run
 from workloads.workflows import engine
 
@@ -63,3 +63,13 @@ def health_sweep() -> dict:
 @shared_task(name="workloads.checkpoint_request", ignore_result=True)
 def checkpoint_request(workload_id: str) -> bool:
     return recovery.checkpoint_request(workload_id=workload_id)
+
+
+@shared_task(name="workloads.logs_collect", ignore_result=True)
+def logs_collect() -> int:
+    return services.workload_outputs_collect()
+
+
+@shared_task(name="workloads.logs_expire", ignore_result=True)
+def logs_expire() -> int:
+    return services.workload_logs_expire()

@@ -4,7 +4,8 @@ Two roles per cloud, each behind its own small interface:
 
 * ``CloudAdapter`` runs instances: create one in the request's market (spot,
   or on demand: ``InstanceRequest.market``), read its status, terminate it,
-  list the ones we manage (tag ``managed-by``). ``create_spot_instance`` is
+  list the ones we manage (tag ``managed-by``), read its console output from a
+  byte offset (``console_output``, the workload's log). ``create_spot_instance`` is
   ``create_instance`` with the market forced to spot, for existing callers.
   ``InstanceInfo.market`` says which market an instance was bought in, as the
   cloud describes it; a GCP or Azure status check made while the create operation
@@ -219,6 +220,18 @@ class CloudAdapter(ABC):
     @abstractmethod
     def list_managed_instances(self, region: str) -> list[InstanceInfo]:
         """Instances in ``region`` tagged ``managed-by: compute-arbitrage``."""
+
+    def console_output(self, instance_id: str, region: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """The instance's console output (its workload's stdout and stderr) from byte ``offset`` on.
+
+        At most ``limit`` bytes; fewer (or none) when the instance has written no more yet.
+        Still readable for a while after the instance ended, so its last lines can be kept.
+        Raises ``InstanceNotFound`` when the cloud has no such instance (nor its output).
+
+        The clouds' own channels (EC2 GetConsoleOutput, GCP getSerialPortOutput, Azure boot
+        diagnostics) are not read yet: a cloud that does not override this returns nothing.
+        """
+        return b""
 
     def interruption_warnings(self, region: str) -> list[InterruptionWarning]:
         """Spot interruption warnings the cloud has sent for ``region`` since the last call.

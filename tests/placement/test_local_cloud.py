@@ -538,3 +538,21 @@ def test_a_hostile_command_reads_nothing_of_the_control_plane_or_another_instanc
     assert found["service_environ"] in {"FileNotFoundError", "PermissionError"}
     assert found["own_dir"] == "written"
     assert (local.instance_log_path(hostile.instance_id).with_name("mine.txt")).read_text() == "written"
+
+
+def test_console_output_is_the_instances_stdout_and_stderr_from_an_offset(aws: local.LocalCloud) -> None:
+    info = aws.create_instance(make_request())
+    # The agent says where it listens (stderr), then one progress line a second (stdout).
+    output = eventually(lambda: (data := aws.console_output(info.instance_id, REGION)) and b"progress" in data and data,
+                        "a progress line")  # fmt: skip
+    assert b"listening on 127.0.0.1" in output
+    aws.terminate_instance(info.instance_id, REGION)
+    # Still there once the instance ended, and read from any byte on.
+    whole = aws.console_output(info.instance_id, REGION)
+    assert whole.startswith(output) and b"shutting down" in whole
+    assert aws.console_output(info.instance_id, REGION, offset=10, limit=5) == whole[10:15]
+    assert aws.console_output(info.instance_id, REGION, offset=len(whole)) == b""
+    with pytest.raises(base.InstanceNotFound):
+        aws.console_output(info.instance_id, "eu-west-1")
+    with pytest.raises(base.InstanceNotFound):
+        local.LocalCloud("gcp").console_output(info.instance_id, REGION)

@@ -5,8 +5,9 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from tests.factories import WorkloadFactory
+from workloads.admin import RECENT_LOG_LINES
 from workloads.models import WorkloadStatus
-from workloads.services import workload_transition
+from workloads.services import workload_log_mark, workload_transition
 
 
 @pytest.fixture
@@ -67,3 +68,14 @@ def test_old_customer_admin_links_redirect_to_the_accounts_app(operator):
     assert answer.status_code == 301
     assert answer["Location"] == "/admin/accounts/customer/?q=acme"
     assert operator.get(answer["Location"]).status_code == 200
+
+
+def test_workload_page_shows_its_newest_log_lines(operator):
+    workload = WorkloadFactory(status=WorkloadStatus.RUNNING)
+    for n in range(RECENT_LOG_LINES + 5):
+        workload_log_mark(workload_id=workload.id, text=f"step <{n}> done", instance_id="local-abc")
+
+    page = operator.get(reverse("admin:workloads_workload_change", args=[workload.id]))
+    assert page.status_code == 200
+    assert f"step &lt;{RECENT_LOG_LINES + 4}&gt; done".encode() in page.content  # escaped
+    assert b"step &lt;5&gt; done" in page.content and b"step &lt;4&gt; done" not in page.content

@@ -51,8 +51,17 @@ def test_a_migration_reuses_the_provisioning_steps_it_names():
     ]
     provisioning = {step.name: step for step in WORKFLOWS[WorkflowKind.PROVISION].steps}
     reused = [step for step in WORKFLOWS[WorkflowKind.MIGRATE].steps if step.name in provisioning]
-    # The same steps (retry policy, polls, compensation), except the migration's own status and notice.
+    # The same steps (retry policy, polls, compensation), except the migration's own status and notice,
+    # and its create, which also marks the move in the workload's log.
+    migrate_steps = WORKFLOWS[WorkflowKind.MIGRATE].steps
     assert [step for step in reused if step is not provisioning[step.name]] == [
-        WORKFLOWS[WorkflowKind.MIGRATE].steps[2],
-        WORKFLOWS[WorkflowKind.MIGRATE].steps[-1],
+        migrate_steps[2],
+        migrate_steps[4],
+        migrate_steps[-1],
     ]
+    create = provisioning["provision-cloud-resources"]
+    assert (migrate_steps[4].retry, migrate_steps[4].poll, migrate_steps[4].compensate) == (
+        create.retry,
+        create.poll,
+        create.compensate,
+    )

@@ -288,3 +288,42 @@ class WorkloadDetailSerializer(WorkloadSerializer):
         if workload.config.get("access") != "private":
             return None
         return access_token_for(workload.id)
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+MAX_POSITION = 2**63 - 1
+
+
+class LogsQuerySerializer(StrictSerializer):
+    after = serializers.IntegerField(
+        min_value=0, max_value=MAX_POSITION, default=0, help_text="Lines with a position above this."
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500, help_text="At most this many lines.")
+    follow = serializers.ChoiceField(
+        choices=("1", "true", "0", "false"),
+        default="0",
+        help_text="1 or true: server-sent events, one per line, until the workload ends.",
+    )
+
+
+class LogLineSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="Per workload, strictly increasing (not gap-free).")
+    time = serializers.DateTimeField(help_text="When the line was collected (a marker: when it was written).")
+    instance_id = serializers.CharField(help_text="The provider's id of the instance that wrote it.")
+    provider = serializers.CharField()
+    stream = serializers.ChoiceField(
+        choices=("output", "marker"),
+        help_text="output: the instance's stdout and stderr; marker: the workload moved to another instance.",
+    )
+    text = serializers.CharField(help_text="The line without its newline, at most 4096 characters.")
+
+
+class LogPageSerializer(serializers.Serializer):
+    workload_id = serializers.UUIDField()
+    lines = LogLineSerializer(many=True)
+    next_after = serializers.IntegerField(help_text="Ask with after=next_after for what follows.")
+    more = serializers.BooleanField(help_text="More lines are stored after next_after now: keep paging.")
+    ended = serializers.BooleanField(
+        help_text="The workload is TERMINATED or FAILED and its last lines are all here: nothing will follow."
+    )

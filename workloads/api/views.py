@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Iterator
 from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from arbitrage.api.fields import StrictDecimalField, StrictSerializer
+from arbitrage.api.parsers import StrictContentNegotiation
 from workloads import recovery, selectors, services
 from workloads.api.serializers import (
+    MAX_POSITION,
+    LogLineSerializer,
+    LogPageSerializer,
+    LogsQuerySerializer,
     WorkloadCreateSerializer,
     WorkloadDetailSerializer,
     WorkloadListQuerySerializer,
@@ -145,3 +155,122 @@ class WorkloadRebalanceView(APIView):
         margin = body.validated_data.get("min_saving_pct", Decimal(str(settings.REBALANCE_MIN_SAVING_PCT)))
         result = recovery.workload_rebalance(workload_id=workload.id, min_saving_pct=margin)
         return Response(result, status=status.HTTP_202_ACCEPTED)
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+FOLLOW_PAGE = 1000
+
+
+class EventStreamNegotiation(StrictContentNegotiation):
+    """JSON, and also for a client that accepts only ``text/event-stream``: the view writes the stream itself.
+
+    Every answer but the follow stream (the JSON page and every error) is JSON.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        accepted = {part.split(";")[0].strip() for part in request.META.get("HTTP_ACCEPT", "").split(",")}
+        if "text/event-stream" in accepted:
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
+def _sse(event: str, data: dict, *, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _log_events(*, workload_id: UUID, after: int) -> Iterator[str]:
+    """The follow loop: new lines as events until the log ends, the client goes away or the time is up.
+
+    Each poll collects the live instance's new output, reads the lines after the last one sent
+    (in autocommit: no transaction stays open between polls) and sleeps
+    ``LOGS_FOLLOW_POLL_SECONDS``. A client that went away is seen at the next write (a line
+    or the keep-alive), where the server stops iterating.
+    """
+    started = last_sent = time.monotonic()
+    while True:
+        services.workload_output_collect(workload_id=workload_id)
+        page = selectors.workload_log_page(workload_id=workload_id, after=after, limit=FOLLOW_PAGE)
+        for line in page.lines:
+            yield _sse("line", LogLineSerializer(line).data, event_id=line.position)
+        after = page.next_after
+        now = time.monotonic()
+        if page.lines:
+            last_sent = now
+        if page.ended:
+            yield _sse("end", {"status": page.status})
+            return
+        if page.more:
+            continue
+        if now - started >= settings.LOGS_FOLLOW_MAX_SECONDS:
+            return  # the client reconnects with Last-Event-ID
+        if now - last_sent >= settings.LOGS_FOLLOW_KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            last_sent = now
+        time.sleep(settings.LOGS_FOLLOW_POLL_SECONDS)
+
+
+class WorkloadLogsView(APIView):
+    content_negotiation_class = EventStreamNegotiation
+
+    @extend_schema(
+        operation_id="workloads_logs",
+        parameters=[
+            LogsQuerySerializer,
+            OpenApiParameter(
+                "Last-Event-ID",
+                {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
+                OpenApiParameter.HEADER,
+                description="Like after (an event stream's reconnect sends it); wins over after.",
+                required=False,
+            ),
+        ],
+        responses={
+            (200, "application/json"): LogPageSerializer,
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="With follow: `id: <position>` / `event: line` / `data: <line as JSON>` per line, "
+                '`: keep-alive` every 15 s without lines, and `event: end` with `data: {"status": ...}` '
+                "once the log has ended.",
+            ),
+            400: ERROR,
+            401: ERROR,
+            404: ERROR,
+        },
+        description="The workload's log: its instances' stdout and stderr, one stream across migrations "
+        "(a `marker` line where it moved), by position. Page with `after=next_after` while `more`; "
+        "`ended` once the workload is TERMINATED or FAILED and its last lines are in.",
+    )
+    def get(self, request, workload_id):
+        workload = selectors.workload_owned(customer=request.user.customer, workload_id=workload_id)
+        if workload is None:
+            raise Http404
+        query = LogsQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        after = query.validated_data["after"]
+        if "Last-Event-ID" in request.headers:
+            header = LogsQuerySerializer(data={"after": request.headers["Last-Event-ID"]})
+            if not header.is_valid():
+                raise serializers.ValidationError({"Last-Event-ID": header.errors["after"]})
+            after = header.validated_data["after"]
+        if query.validated_data["follow"] in ("1", "true"):
+            response = StreamingHttpResponse(
+                _log_events(workload_id=workload.id, after=after), content_type="text/event-stream"
+            )
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the events back
+            return response
+        services.workload_output_collect(workload_id=workload.id)
+        page = selectors.workload_log_page(workload_id=workload.id, after=after, limit=query.validated_data["limit"])
+        return Response(
+            LogPageSerializer(
+                {
+                    "workload_id": workload.id,
+                    "lines": page.lines,
+                    "next_after": page.next_after,
+                    "more": page.more,
+                    "ended": page.ended,
+                }
+            ).data
+        )

@@ -2,12 +2,14 @@
 
 wait-for-final-checkpoint, terminate-old-instance, update-status-provisioning,
 then the provisioning steps from find-placement on (excluding the interrupted
-pool), and notify-customer with WORKLOAD_MIGRATED. The workload keeps its id
+pool; the new instance's create writes the log's "moved" marker), and
+notify-customer with WORKLOAD_MIGRATED. The workload keeps its id
 and endpoint name; each instance is its own billed segment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -35,6 +37,7 @@ from workloads.services import (
     instance_release_record,
     instance_terminate,
     workflow_run_create,
+    workload_log_mark,
     workload_progress_restore,
     workload_transition_locked,
 )
@@ -142,6 +145,37 @@ def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
     return {"status": S.PROVISIONING}
 
 
+def _pool(provider: str, region: str, zone: str) -> str:
+    return "/".join(part for part in (provider, region, zone) if part)
+
+
+def provision_new_instance(ctx: StepContext) -> dict[str, Any]:
+    """provision-cloud-resources, and where the workload's log switches to the new instance: a marker.
+
+    The old instance's last lines were stored when it was terminated (terminate-old-instance);
+    the marker is stored with the new instance's row, before any of its lines can be.
+    """
+    created = provision.provision_cloud_resources(ctx)
+    old = (
+        WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
+        or WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=False)
+        .order_by("-terminated_at")
+        .first()
+    )
+    placement = created["placement"]
+    moved_to = _pool(placement["provider"], placement["region"], placement.get("availability_zone", ""))
+    moved_from = _pool(old.provider, old.region, old.availability_zone) if old is not None else "another instance"
+    ctx.on_commit_effects(
+        lambda: workload_log_mark(
+            workload_id=ctx.workload.id,
+            text=f"moved {moved_from} → {moved_to}",
+            instance_id=created["instance_id"],
+            provider=created["provider"],
+        )
+    )
+    return created
+
+
 def notify_migrated(ctx: StepContext) -> dict[str, Any]:
     old = WorkloadInstance.objects.filter(id=ctx.payload.get("from_instance")).first()
     placement = ctx.result_of("provision-cloud-resources")["placement"]
@@ -182,7 +216,7 @@ STEPS = (
     Step("update-status-provisioning", update_status_provisioning),
     # The placement and start-up steps of a provisioning run, by name (storage is already set up).
     provision.FIND_PLACEMENT,
-    provision.PROVISION_CLOUD_RESOURCES,
+    dataclasses.replace(provision.PROVISION_CLOUD_RESOURCES, body=provision_new_instance),
     provision.WAIT_FOR_INSTANCE,
     provision.WAIT_FOR_WORKLOAD_READY,
     provision.REGISTER_ROUTING,

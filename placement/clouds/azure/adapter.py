@@ -360,6 +360,14 @@ class AzureCloud(base.CloudAdapter):
 
     # --- terminate, list ------------------------------------------------------------------------------------------
 
+    def console_output(self, instance_id: str, region: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Not read from Azure yet: returns nothing.
+
+        Boot diagnostics keep the serial log as a blob behind a short-lived SAS URL, and need
+        boot diagnostics enabled on the VM, which we do not ask for yet.
+        """
+        return b""
+
     def terminate_instance(self, instance_id: str, region: str) -> None:
         """Start deleting the VM (its disk, NIC and public IP go with it); do not wait for it."""
         try:

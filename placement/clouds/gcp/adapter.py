@@ -412,6 +412,14 @@ class GcpCloud(CloudAdapter):
 
     # --- terminate and list --------------------------------------------------------------------------
 
+    def console_output(self, instance_id: str, region: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Not read from Compute Engine yet: returns nothing.
+
+        getSerialPortOutput does take a byte ``start`` (and answers the ``next`` one), but needs
+        the instance's zone and serial port 1 enabled in its metadata, which we do not set yet.
+        """
+        return b""
+
     def terminate_instance(self, instance_id: str, region: str) -> None:
         from google.cloud import compute_v1
 

@@ -279,6 +279,24 @@ class LocalCloud(base.CloudAdapter):
             return
         _terminate(instance_id)
 
+    def console_output(self, instance_id: str, region: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """What the instance wrote to its ``run/<id>/output.log`` (stdout and stderr), from ``offset`` on.
+
+        The file stays after the instance ended, as a real cloud keeps the console output a while.
+        """
+        if self._own(instance_id, region) is None:
+            raise base.InstanceNotFound(
+                f"InvalidInstanceID.NotFound: no instance {instance_id!r} in {self.provider} region {region!r}",
+                provider=self.provider,
+                code="InvalidInstanceID.NotFound",
+            )
+        try:
+            with open(instance_log_path(instance_id), "rb") as log:
+                log.seek(max(offset, 0))
+                return log.read(max(limit, 0))
+        except FileNotFoundError:
+            return b""  # the supervisor has not opened it yet
+
     def list_managed_instances(self, region: str) -> list[InstanceInfo]:
         infos = []
         for record in store.all_records():
