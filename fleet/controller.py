@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -31,9 +32,11 @@ from django.utils import timezone
 
 from arbitrage.logs import log_context
 from placement.clouds.base import Market
+from placement.egress import GB, move_cost
 from placement.errors import NoPlacement
 from placement.policy import Action, Keep, LaunchOnDemand, LaunchSpot, Observation, Pool, UniformProgress
 from placement.selectors import blocked_pools, placement_candidates
+from storage.selectors import checkpoint_latest_size
 from workloads.models import (
     WAITING_FOR_CAPACITY,
     RunStatus,
@@ -89,11 +92,27 @@ def arbitrage_tick(*, now: datetime | None = None) -> TickReport:
     return report
 
 
+def checkpoint_whereabouts(workload: Workload) -> tuple[tuple[str, ...] | None, int]:
+    """Where the workload's state would be read from on a move (the pool it runs in, or last ran in) and its
+    size in bytes: the latest checkpoint's, or before the first one the size the customer declared."""
+    instances = list(workload.instances.all())
+    if not instances:
+        return None, 0
+    last = workload_current_instance_of(workload) or max(instances, key=lambda instance: instance.created_at)
+    source = (last.provider, last.region, last.availability_zone, last.instance_type)
+    size = checkpoint_latest_size(workload_id=workload.id)
+    if size is None:
+        declared = ((workload.config or {}).get("storage") or {}).get("checkpoint_size_gb") or 0
+        size = int(Decimal(str(declared)) * GB)
+    return source, size
+
+
 def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -> Observation:
     """What the policy sees of ``workload`` now."""
     progress = workload_progress(workload=workload, now=now)
     instance = workload_current_instance_of(workload)
     candidates = placement_candidates(requirements=workload.requirements, limit=POOLS_CONSIDERED, honour_blocks=False)
+    source, size_bytes = checkpoint_whereabouts(workload)
     pools = tuple(
         Pool(
             key=pool_key(*candidate.pool),
@@ -101,6 +120,7 @@ def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -
             on_demand_price=float(candidate.on_demand_price),
             refused=pool_key(*candidate.pool) in blocked,
             expected_price=float(candidate.expected_cost_per_hour),
+            egress_cost=float(move_cost(size_bytes=size_bytes, source=source, target=candidate.pool)),
         )
         for candidate in candidates
     )

@@ -74,3 +74,8 @@ def checkpoint_list(*, workload_id: UUID | str) -> QuerySet[WorkloadCheckpoint]:
 
 def checkpoint_complete_list(*, workload_id: UUID | str) -> QuerySet[WorkloadCheckpoint]:
     return checkpoint_list(workload_id=workload_id).filter(status=CheckpointStatus.COMPLETE)
+
+
+def checkpoint_latest_size(*, workload_id: UUID | str) -> int | None:
+    """Bytes of the workload's latest complete checkpoint (what a move carries); None before the first."""
+    return checkpoint_complete_list(workload_id=workload_id).values_list("size_bytes", flat=True).first()

@@ -172,6 +172,8 @@ BAD_BODIES = [
     ("config.storage.quota_gb", _with("config.storage", {"enabled": True, "quota_gb": 10**9})),
     ("config.storage.enabled", _with("config.storage", {"enabled": "yes"})),
     ("config.storage.retention_days", _with("config.storage", {"retention_days": -1})),
+    ("config.storage.checkpoint_size_gb", _with("config.storage", {"quota_gb": 10, "checkpoint_size_gb": 11})),
+    ("config.storage.checkpoint_size_gb", _with("config.storage", {"checkpoint_size_gb": -1})),
     ("config.storage.bucket", _with("config.storage", {"bucket": "mine"})),
     ("config.ports", _with("config.ports", [80])),
     ("recovery_policy", _with("recovery_policy", "pray")),

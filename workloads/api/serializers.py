@@ -16,6 +16,7 @@ from accounts.tokens import access_token_for
 from arbitrage.api.fields import (
     StrictBooleanField,
     StrictCharField,
+    StrictFloatField,
     StrictIntegerField,
     StrictSerializer,
 )
@@ -33,6 +34,19 @@ class StorageSettingsSerializer(StrictSerializer):
     enabled = StrictBooleanField(default=False)
     quota_gb = StrictIntegerField(min_value=1, max_value=10_240, default=10)
     retention_days = StrictIntegerField(min_value=1, max_value=3650, default=30)
+    checkpoint_size_gb = StrictFloatField(
+        min_value=0,
+        max_value=10_240,
+        required=False,
+        help_text="How big a checkpoint will be, in GB: what a move costs in egress before the first checkpoint "
+        "says it (then the latest checkpoint's real size counts).",
+    )
+
+    def validate(self, attrs):
+        size, quota = attrs.get("checkpoint_size_gb"), attrs.get("quota_gb", 10)
+        if size is not None and size > quota:
+            raise serializers.ValidationError({"checkpoint_size_gb": f"Larger than the storage quota ({quota} GB)."})
+        return attrs
 
 
 class ConfigSerializer(StrictSerializer):
