@@ -10,9 +10,11 @@ import contextlib
 import copy
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -58,6 +60,12 @@ CUSTOMER_NAME = "Demo customer"
 
 LONG_JOB = "long-job"
 LONG_JOB_BASE = {"vcpu": 2, "memory_gb": 4}
+DEADLINE_JOB = "deadline-job"
+# An hour of work due in an hour and a quarter: less slack than two launches (LAUNCH_OVERHEAD_SECONDS),
+# so the arbitrage policy may not risk spot and runs it on demand.
+DEADLINE_JOB_WORK_SECONDS = 3600
+DEADLINE_JOB_SLACK_SECONDS = 900
+DECISION_TIMEOUT = 60
 WORKLOADS: dict[str, dict[str, Any]] = {
     "cpu-batch": {"requirements": {"vcpu": 4, "memory_gb": 16}, "recovery_policy": "terminate"},
     "gpu-inference": {"requirements": {"vcpu": 4, "memory_gb": 16, "gpu_count": 1}, "recovery_policy": "terminate"},
@@ -67,6 +75,11 @@ WORKLOADS: dict[str, dict[str, Any]] = {
             "storage": {"enabled": True, "quota_gb": 1, "retention_days": 1},
             "env": {"AGENT_CHECKPOINT_SECONDS": str(CHECKPOINT_EVERY_SECONDS)},
         },
+        "recovery_policy": "migrate",
+    },
+    DEADLINE_JOB: {
+        "requirements": {"vcpu": 2, "memory_gb": 8},
+        "expected_duration_seconds": DEADLINE_JOB_WORK_SECONDS,  # its deadline is set when it is submitted
         "recovery_policy": "migrate",
     },
 }
@@ -169,10 +182,11 @@ class Story:
             ("Set-up: database, price catalog, a customer and its API key", self.stage_setup),
             ("Start the service: web, worker, beat and the gateway", self.stage_start),
             ("Quote a placement", self.stage_quote),
-            ("Submit three workloads", self.stage_submit),
+            ("Submit four workloads", self.stage_submit),
             ("Watch them provision", self.stage_provision),
             ("Call the long job through the gateway", self.stage_call),
             ("A spot interruption: the long job migrates to another cloud", self.stage_migrate),
+            ("A job with a deadline: what the arbitrage controller decided", self.stage_deadline),
             ("Terminate everything", self.stage_terminate),
             ("What it cost", self.stage_cost),
             ("Where to look", self.stage_where),
@@ -248,12 +262,14 @@ class Story:
 
     def stage_submit(self) -> None:
         rows = []
+        due = datetime.now(UTC) + timedelta(seconds=DEADLINE_JOB_WORK_SECONDS + DEADLINE_JOB_SLACK_SECONDS)
+        self.specs[DEADLINE_JOB]["deadline"] = due.isoformat(timespec="seconds").replace("+00:00", "Z")
         for name, spec in self.specs.items():
             created = self.api.create({"name": name, **spec})
             self.workloads[name] = created["id"]
             self.endpoints[name] = created["endpoint"]
             rows.append((name, created["id"], created["status"], _brief(created["requirements"]), _extras(spec)))
-        self.say("  POST /api/v1/workloads, three times:")
+        self.say(f"  POST /api/v1/workloads, {len(self.specs)} times:")
         self.say(*table(("workload", "id", "state", "needs", "options"), rows))
 
     def details(self) -> dict[str, dict[str, Any]]:
@@ -284,11 +300,11 @@ class Story:
         self.watch(
             lambda details: all(d["status"] == "RUNNING" for d in details.values()),
             timeout=PROVISION_TIMEOUT,
-            what="all three workloads RUNNING",
+            what="every workload RUNNING",
         )
         took = time.monotonic() - began
-        self.say("", f"  all three RUNNING after {duration(took)}")
-        self.results.append(f"quoted, then 3 workloads placed and RUNNING in {duration(took)}")
+        self.say("", f"  all {len(self.workloads)} RUNNING after {duration(took)}")
+        self.results.append(f"quoted, then {len(self.workloads)} workloads placed and RUNNING in {duration(took)}")
 
     def endpoint_url(self, name: str) -> str:
         """The workload's endpoint name as a URL on the gateway's port (``{id}.workloads.<WORKLOAD_DOMAIN>``)."""
@@ -458,6 +474,37 @@ class Story:
             raise DemoFailed(f"manage.py spot_interrupt failed: {reason}")
         return output[-1] if output else "interruption notice given"
 
+    def stage_deadline(self) -> None:
+        workload_id = self.workloads[DEADLINE_JOB]
+        spec = self.specs[DEADLINE_JOB]
+        self.say(
+            f"  {DEADLINE_JOB} needs {duration(spec['expected_duration_seconds'])} of compute by {spec['deadline']}:",
+            f"  {duration(DEADLINE_JOB_SLACK_SECONDS)} of slack, less than two launches. The controller ticks every",
+            "  ARBITRAGE_TICK_SECONDS; each decision that changes something is on the workload's timeline",
+            f"  (GET /api/v1/workloads/{workload_id}, events named arbitrage-decision):",
+            "",
+        )
+
+        def decided() -> list[dict[str, Any]] | None:
+            detail = self.api.get(workload_id)
+            decisions = [event for event in detail["events"] if event["name"] == "arbitrage-decision"]
+            return (
+                decisions if decisions and detail["market"] == "on_demand" and detail["status"] == "RUNNING" else None
+            )
+
+        decisions = self.wait(decided, timeout=DECISION_TIMEOUT, what=f"{DEADLINE_JOB} on demand by the controller")
+        for event in decisions:
+            self.say(*(f"    {line}" for line in textwrap.wrap(event["message"], 96)))
+        detail = self.api.get(workload_id)
+        instance = current_instance(detail)
+        self.say(
+            "",
+            f"  now {detail['status']} on {detail['market']} in {_where(instance)}, on track: {detail['on_track']}",
+        )
+        self.results.append(
+            f"the deadline job was moved to on-demand by the controller ({len(decisions)} decision(s) on its timeline)"
+        )
+
     def stage_terminate(self) -> None:
         self.say("  POST /api/v1/workloads/<id>/terminate for each, then until all are TERMINATED:", "")
         for workload_id in self.workloads.values():
@@ -466,9 +513,9 @@ class Story:
         self.watch(
             lambda details: all(d["status"] == "TERMINATED" for d in details.values()),
             timeout=TERMINATE_TIMEOUT,
-            what="all three workloads TERMINATED",
+            what="every workload TERMINATED",
         )
-        self.say("", f"  all three TERMINATED after {duration(time.monotonic() - began)}")
+        self.say("", f"  all {len(self.workloads)} TERMINATED after {duration(time.monotonic() - began)}")
         self.results.append("all terminated through the API")
 
     def final_costs(self) -> dict[str, dict[str, Any]] | None:

@@ -49,6 +49,7 @@ DEMO_SETTINGS = {
     "WORKFLOW_TIME_SCALE": "0.05",
     "HEALTH_SWEEP_SECONDS": "2",  # read when the migrations make the beat schedule
     "HEALTH_CHECK_TIMEOUT_SECONDS": "1",
+    "ARBITRAGE_TICK_SECONDS": "2",  # read when the migrations make the beat schedule
     "LOG_LEVEL": "INFO",
 }
 
