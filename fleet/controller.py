@@ -35,7 +35,7 @@ from placement.clouds.base import Market
 from placement.egress import GB, move_cost
 from placement.errors import NoPlacement
 from placement.policy import Action, Keep, LaunchOnDemand, LaunchSpot, Observation, Pool, UniformProgress
-from placement.selectors import blocked_pools, placement_candidates
+from placement.selectors import blocked_pools, placement_candidates, pool_estimates
 from storage.selectors import checkpoint_latest_size
 from workloads.models import (
     WAITING_FOR_CAPACITY,
@@ -113,6 +113,7 @@ def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -
     instance = workload_current_instance_of(workload)
     candidates = placement_candidates(requirements=workload.requirements, limit=POOLS_CONSIDERED, honour_blocks=False)
     source, size_bytes = checkpoint_whereabouts(workload)
+    estimates = pool_estimates(pools=[candidate.pool for candidate in candidates])
     pools = tuple(
         Pool(
             key=pool_key(*candidate.pool),
@@ -121,6 +122,7 @@ def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -
             refused=pool_key(*candidate.pool) in blocked,
             expected_price=float(candidate.expected_cost_per_hour),
             egress_cost=float(move_cost(size_bytes=size_bytes, source=source, target=candidate.pool)),
+            expected_lifetime=estimates[candidate.pool].expected_lifetime_seconds,
         )
         for candidate in candidates
     )

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from fleet import controller
+from placement.services import pool_lifetime_record
 from storage.models import CheckpointStatus, WorkloadCheckpoint
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory
 from workloads.models import WorkloadStatus
@@ -66,3 +67,19 @@ def test_nothing_to_carry_costs_nothing_to_move(catalog):
     workload = running_on_aws({"enabled": False, "quota_gb": 10, "retention_days": 30}, candidates_on="gcp")
 
     assert set().union(*egress_by_provider(workload).values()) == {0.0}
+
+
+def test_a_pool_whose_instances_keep_dying_is_expected_to_live_shorter(catalog):
+    workload = running_on_aws({"enabled": False, "quota_gb": 10, "retention_days": 30}, candidates_on="gcp")
+    observation = controller.observation_build(workload=workload, now=timezone.now(), blocked=set())
+    dying, steady = observation.pools[0], observation.pools[1]
+    for _ in range(5):
+        pool_lifetime_record(pool=tuple(dying.key.split("/")), market="spot", seconds=600, preempted=True)
+
+    after = {
+        pool.key: pool
+        for pool in controller.observation_build(workload=workload, now=timezone.now(), blocked=set()).pools
+    }
+
+    assert after[dying.key].expected_lifetime < dying.expected_lifetime / 5
+    assert after[steady.key].expected_lifetime == pytest.approx(steady.expected_lifetime)
