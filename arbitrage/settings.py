@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -345,6 +346,35 @@ LOCAL_CLOUD_BOOT_DELAY_MS = env_int("LOCAL_CLOUD_BOOT_DELAY_MS", 2000, minimum=0
 # Customer ``command``s run on this machine: off unless the operator accepts that, and then each
 # instance runs in a bubblewrap sandbox (placement/clouds/local/sandbox.py, docs/clouds.md).
 LOCAL_CLOUD_ALLOW_COMMANDS = env_bool("LOCAL_CLOUD_ALLOW_COMMANDS", False)
+# A recorded spot trace (placement/clouds/local/trace.py, docs/clouds.md): its zones' capacity and
+# prices, on a clock LOCAL_CLOUD_TRACE_SPEED times faster than the wall's.
+LOCAL_CLOUD_TRACE_AVAILABILITY = env_str("LOCAL_CLOUD_TRACE_AVAILABILITY")
+LOCAL_CLOUD_TRACE_PRICES = env_str("LOCAL_CLOUD_TRACE_PRICES")
+for _name, _path in (("LOCAL_CLOUD_TRACE_AVAILABILITY", LOCAL_CLOUD_TRACE_AVAILABILITY),
+                     ("LOCAL_CLOUD_TRACE_PRICES", LOCAL_CLOUD_TRACE_PRICES)):  # fmt: skip
+    if _path and not Path(_path).exists():
+        raise ConfigError(_name, f"{_path} does not exist")
+if LOCAL_CLOUD_TRACE_AVAILABILITY and not any(Path(LOCAL_CLOUD_TRACE_AVAILABILITY).glob("*.csv")):
+    raise ConfigError("LOCAL_CLOUD_TRACE_AVAILABILITY", "expected a directory of <zone>_*.csv availability files")
+LOCAL_CLOUD_TRACE_SPEED = env_float("LOCAL_CLOUD_TRACE_SPEED", 1.0, minimum=0.001, maximum=1_000_000)
+LOCAL_CLOUD_TRACE_START_ROW = env_int("LOCAL_CLOUD_TRACE_START_ROW", 0, minimum=0)
+LOCAL_CLOUD_TRACE_PROVIDER = env_str("LOCAL_CLOUD_TRACE_PROVIDER", "aws")
+if LOCAL_CLOUD_TRACE_PROVIDER not in ("aws", "gcp", "azure"):
+    raise ConfigError("LOCAL_CLOUD_TRACE_PROVIDER", f"expected aws, gcp or azure, got {LOCAL_CLOUD_TRACE_PROVIDER!r}")
+LOCAL_CLOUD_TRACE_INSTANCE_TYPE = env_str("LOCAL_CLOUD_TRACE_INSTANCE_TYPE", "p3.2xlarge")
+# The traced instance type's shape, as the catalog needs it (default: p3.2xlarge's).
+_trace_shape = {"vcpu": "8", "memory_gb": "61", "gpu_count": "1", "gpu_type": "V100"}
+_trace_shape.update(env_pairs("LOCAL_CLOUD_TRACE_SHAPE"))
+try:
+    LOCAL_CLOUD_TRACE_SHAPE = {
+        "vcpu": int(_trace_shape["vcpu"]),
+        "memory_gb": float(_trace_shape["memory_gb"]),
+        "gpu_count": int(_trace_shape["gpu_count"]),
+        "gpu_type": _trace_shape["gpu_type"] if int(_trace_shape["gpu_count"]) else None,
+    }
+except (KeyError, ValueError):
+    raise ConfigError("LOCAL_CLOUD_TRACE_SHAPE", "expected vcpu=N,memory_gb=N,gpu_count=N,gpu_type=NAME") from None
+LOCAL_CLOUD_TRACE_ON_DEMAND_PRICE = Decimal(str(env_float("LOCAL_CLOUD_TRACE_ON_DEMAND_PRICE", 3.06, minimum=0.0001)))
 LOCAL_CLOUD_STOP_GRACE_SECONDS = env_int("LOCAL_CLOUD_STOP_GRACE_SECONDS", 5, minimum=0, maximum=600)
 
 # --- Placement ----------------------------------------------------------------
@@ -363,6 +393,8 @@ PLACEMENT_RISK_HORIZON_HOURS = env_int("PLACEMENT_RISK_HORIZON_HOURS", 24, minim
 PRICE_SOURCES = env_list("PRICE_SOURCES", [])
 if set(PRICE_SOURCES) - {"aws", "gcp", "azure"}:
     raise ConfigError("PRICE_SOURCES", f"expected a comma-separated subset of aws,gcp,azure, got {PRICE_SOURCES!r}")
+if LOCAL_CLOUD_TRACE_PRICES and LOCAL_CLOUD_TRACE_PROVIDER not in PRICE_SOURCES:
+    PRICE_SOURCES.append(LOCAL_CLOUD_TRACE_PROVIDER)  # the trace's prices reach the catalog like a cloud's
 # Regions to refresh; empty: every region the catalog holds for that provider.
 PRICE_REFRESH_REGIONS = env_list("PRICE_REFRESH_REGIONS", [])
 PRICE_REFRESH_TIMEOUT_SECONDS = env_int("PRICE_REFRESH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)

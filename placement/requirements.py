@@ -19,7 +19,7 @@ from arbitrage.api.fields import (
 
 PROVIDERS = ("aws", "gcp", "azure")
 ARCHITECTURES = ("x86_64", "arm64")
-GPU_TYPES = ("T4", "L4", "A10G", "A100", "H100")
+GPU_TYPES = ("T4", "L4", "A10G", "V100", "A100", "H100")
 REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 ZONE_PATTERN = REGION_PATTERN
 

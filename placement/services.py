@@ -21,6 +21,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from placement.clouds.base import CloudError, ObservedPrice, PriceSource, get_price_source
+from placement.clouds.local.trace import trace_configured, trace_snapshot
 from placement.models import InstanceType, Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh
 from placement.optimizer import Pool
 from placement.risk import MONEY_QUANTUM, RiskModel
@@ -44,7 +45,13 @@ def catalog_load_snapshot(*, path: Path = SNAPSHOT_PATH) -> dict[str, int]:
     keeps that price. Returns counts of instance types and offers created,
     updated and unchanged.
     """
-    snapshot = json.loads(path.read_text())
+    counts = _catalog_load(json.loads(path.read_text()))
+    if trace_configured():  # the local cloud follows a trace: its pools join the catalog
+        counts["trace_offers"] = _catalog_load(trace_snapshot())["offers"]
+    return counts
+
+
+def _catalog_load(snapshot: dict[str, Any]) -> dict[str, int]:
     observed_at = {
         provider: datetime.fromisoformat(source["observed_at"]) for provider, source in snapshot["sources"].items()
     }

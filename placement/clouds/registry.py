@@ -8,6 +8,7 @@ from django.conf import settings
 
 from arbitrage.env import ConfigError
 from placement.clouds import base
+from placement.clouds.local.trace import LocalTracePriceSource, trace_configured
 
 #: Importing a backend's module registers its factory; a cloud's SDK loads only when it is configured.
 BACKEND_MODULES = {
@@ -45,8 +46,13 @@ def _price_source_class(provider: str) -> type[base.PriceSource]:
 
 
 def register_price_sources() -> None:
-    """One price source per provider in ``PRICE_SOURCES``, each reading that cloud's public price API."""
+    """One price source per provider in ``PRICE_SOURCES``, each reading that cloud's public price API
+    (the trace's prices for the provider a trace-driven local cloud stands in for)."""
     for provider in settings.PRICE_SOURCES:
+        traced = trace_configured() and provider == settings.LOCAL_CLOUD_TRACE_PROVIDER
+        if traced and settings.CLOUD_BACKENDS.get(provider) == "local":
+            base.register_price_source(provider, LocalTracePriceSource(provider))
+            continue
         base.register_price_source(provider, _price_source_class(provider)())
 
 

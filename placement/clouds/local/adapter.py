@@ -35,9 +35,10 @@ import placement.clouds.local.processes as processes
 import placement.clouds.local.store as store
 from placement.clouds import base
 from placement.clouds.base import InstanceInfo, InstanceRequest, InstanceState, Market
-from placement.clouds.local.faults import apply_create_faults, faults_get
+from placement.clouds.local.faults import apply_create_faults, capacity_refusal, faults_get
 from placement.clouds.local.launcher import write_json
 from placement.clouds.local.sandbox import sandbox_argv, sandbox_prepare, sandbox_uid
+from placement.clouds.local.trace import spot_available, traced_zone
 
 logger = logging.getLogger("placement.clouds.local")
 
@@ -81,6 +82,8 @@ def _observe(record: Mapping[str, Any]) -> tuple[InstanceState, str]:
         return stored, reason
     if record.get("reclaim_at") and time.time() >= record["reclaim_at"] and stored is not InstanceState.STOPPING:
         return InstanceState.PREEMPTED, "spot interruption (after notice)"
+    if stored is not InstanceState.STOPPING and _trace_reclaims(record):
+        return InstanceState.PREEMPTED, f"spot interruption (no capacity in {record['availability_zone']} in the trace)"
     running = processes.running(record)
     if stored is InstanceState.STOPPING:
         return (InstanceState.STOPPING if running else InstanceState.TERMINATED), reason
@@ -91,6 +94,14 @@ def _observe(record: Mapping[str, Any]) -> tuple[InstanceState, str]:
     if (exited_at if exited_at is not None else time.time()) < booted_at:
         reason += " during boot"
     return InstanceState.FAILED, reason
+
+
+def _trace_reclaims(record: Mapping[str, Any]) -> bool:
+    """A spot instance in a pool that follows a trace, whose zone the trace now says has no capacity."""
+    if _market(record) is not Market.SPOT:
+        return False
+    zone = traced_zone(record["provider"], record["availability_zone"], record["instance_type"])
+    return zone is not None and not spot_available(zone)
 
 
 def _info(record: Mapping[str, Any]) -> InstanceInfo:
@@ -188,6 +199,9 @@ class LocalCloud(base.CloudAdapter):
                     return _info(record)
                 faults = faults_get()
                 apply_create_faults(self.provider, request, faults)
+                zone = traced_zone(self.provider, request.availability_zone, request.instance_type)
+                if request.market is Market.SPOT and zone is not None and not spot_available(zone):
+                    raise capacity_refusal(self.provider, request)  # the trace has no capacity there now
                 port = _reserve_port()
             try:
                 record = self._start(instance_id, request, faults, port)
@@ -296,6 +310,29 @@ class LocalCloud(base.CloudAdapter):
                 return log.read(max(limit, 0))
         except FileNotFoundError:
             return b""  # the supervisor has not opened it yet
+
+    def interruption_warnings(self, region: str) -> list[base.InterruptionWarning]:
+        """Reclaim this provider's spot instances in ``region`` whose zone the trace says lost its capacity.
+
+        The beat polls this, as it polls AWS's warning queue; each reclaimed instance is reported once.
+        """
+        warnings = []
+        for record in store.all_records():
+            if record["provider"] != self.provider or record["region"] != region:
+                continue
+            if record["state"] != InstanceState.PENDING or not _trace_reclaims(record):
+                continue
+            settled = _settle(dict(record))
+            if settled.get("state") == InstanceState.PREEMPTED:
+                warnings.append(
+                    base.InterruptionWarning(
+                        instance_id=record["instance_id"],
+                        region=region,
+                        deadline=datetime.now(UTC),
+                        detail={"reason": settled.get("state_reason", "")},
+                    )
+                )
+        return warnings
 
     def list_managed_instances(self, region: str) -> list[InstanceInfo]:
         infos = []

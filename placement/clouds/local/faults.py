@@ -121,5 +121,16 @@ def apply_create_faults(provider: str, request: InstanceRequest, faults: dict[st
     }
     for entry in faults["no_capacity_pools"]:
         if all(pool[key] == value for key, value in entry.items()):
-            code, message = _NO_CAPACITY.get(provider, _NO_CAPACITY["aws"])
-            raise base.CapacityError(f"{code}: {message.format(**pool)}", provider=provider, code=code)
+            raise capacity_refusal(provider, request)
+
+
+def capacity_refusal(provider: str, request: InstanceRequest) -> base.CapacityError:
+    """The error the cloud answers a spot create with when the pool has no capacity, in its own words."""
+    pool = {
+        "provider": provider,
+        "region": request.region,
+        "availability_zone": request.availability_zone,
+        "instance_type": request.instance_type,
+    }
+    code, message = _NO_CAPACITY.get(provider, _NO_CAPACITY["aws"])
+    return base.CapacityError(f"{code}: {message.format(**pool)}", provider=provider, code=code)
