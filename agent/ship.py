@@ -1,11 +1,9 @@
-"""python3 ship.py -- COMMAND...: run COMMAND, copy its output to ours, ship it to the workload's log.
+"""python3 ship.py -- COMMAND...: run COMMAND, copy its output to ours and ship it to the workload's log.
 
-Standard library only, no import of the project: the boot script embeds this file. The command's
-stdout and stderr go to our stdout (the cloud console keeps them) and, in batches (every 2 s or
-32 KiB), by byte offset to POST $ARBITRAGE_API_URL/api/v1/agent/logs with $WORKLOAD_AGENT_TOKEN.
-The API being unreachable never stops the command: unsent bytes wait (at most CAP of them, the
-oldest dropped first); at the end a few tries, then we give up. SIGTERM and SIGINT go to the
-command; we exit with its status.
+Stdlib only (the boot script embeds it). Batches (every 2 s or 32 KiB) go by byte offset to
+POST $ARBITRAGE_API_URL/api/v1/agent/logs with $WORKLOAD_AGENT_TOKEN. An unreachable API never
+stops the command: unsent bytes wait (at most CAP, the oldest dropped), a few tries at the end.
+SIGTERM and SIGINT go to the command; we exit with its status.
 """
 
 import base64
@@ -55,13 +53,12 @@ class Shipper:
         except (OSError, ValueError):
             return 0, {}
 
-    def send(self, final):
-        """Send what is buffered; False when the API did not answer usefully (try again later)."""
+    def send(self, final):  # False: the API did not answer usefully, try again later
         while self.url:
             with self.cond:
                 data, start, last = bytes(self.buf[:BATCH]), self.start, final and len(self.buf) <= BATCH
                 if not last and (not data or start + len(self.buf) <= self.seen):
-                    return True  # nothing new since the server last kept an unfinished line
+                    return True  # nothing new since it kept an unfinished line
             body = {"offset": start, "data_b64": base64.b64encode(data).decode(), "final": last}
             if self.lost:
                 body["resume"] = True
@@ -70,7 +67,7 @@ class Shipper:
             if status in (202, 409) and isinstance(expected, int):
                 with self.cond:
                     self.lost, self.seen = expected < self.start, start + len(data)
-                    self.skip(expected)  # resent from there, or what the server already has is skipped
+                    self.skip(expected)  # resend from there, or skip what it has
                 if status == 202 and last:
                     return True
             elif status in (400, 413):
@@ -99,11 +96,8 @@ class Shipper:
 
 
 def main(argv, env):
-    command = argv[1:]
-    if command[:1] == ["--"]:
-        command = command[1:]
+    command = argv[2:] if argv[1:2] == ["--"] else argv[1:]
     if not command:
-        sys.stderr.write("usage: ship.py -- COMMAND...\n")
         return 2
     shipper = Shipper(env)
     thread = threading.Thread(target=shipper.run, daemon=True)
