@@ -66,10 +66,12 @@ class Shipper:
             expected = answer.get("offset", answer.get("expected_offset"))
             if status in (202, 409) and isinstance(expected, int):
                 with self.cond:
-                    self.lost, self.seen = expected < self.start, start + len(data)
+                    self.lost = expected < self.start
                     self.skip(expected)  # resend from there, or skip what it has
-                if status == 202 and last:
-                    return True
+                if status == 202:
+                    self.seen = start + len(data)
+                    if last:
+                        return True
             elif status in (400, 413):
                 with self.cond:
                     self.skip(start + len(data), lost=True)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.tokens import agent_token_for
+from agent import ship as shipper_module
 from placement.clouds.base import get_cloud
 from tests.errors import assert_error
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory
@@ -258,3 +259,22 @@ def test_the_shipper_forwards_sigterm_to_the_command(tmp_path):
     finally:
         shipper.kill()
     assert (shipper.returncode, out) == (5, b"stopping\n")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_shipper_says_what_it_had_to_drop_and_goes_on(live_server, customer, monkeypatch):
+    workload = WorkloadFactory(customer=customer, status=S.RUNNING)
+    WorkloadInstanceFactory(workload=workload, provider="aws")
+    monkeypatch.setattr(shipper_module, "CAP", 64)  # as if the API had been away for long
+    shipper = shipper_module.Shipper(
+        {"ARBITRAGE_API_URL": live_server.url, "WORKLOAD_AGENT_TOKEN": agent_token_for(workload.id)}
+    )
+    shipper.add(b"".join(f"line {n:02d}\n".encode() for n in range(20)))  # 160 bytes: the oldest 96 go
+
+    assert shipper.send(True) is True
+    lines = list(WorkloadLogLine.objects.filter(workload=workload).order_by("position"))
+    assert [(line.stream, line.text) for line in lines] == [
+        (LogStream.MARKER, "96 bytes of output were lost on the way from the instance."),
+        *((LogStream.OUTPUT, f"line {n:02d}") for n in range(12, 20)),
+    ]
+    assert WorkloadLogCursor.objects.get(instance__workload=workload).offset == 160
