@@ -22,3 +22,24 @@ class IdempotencyKeyReused(DomainError):
 
 class NoCheaperOffer(ConflictError):
     code = "no_cheaper_offer"
+
+
+class LogOffsetGap(ConflictError):
+    """Pushed output that starts past what the log has: ``expected_offset`` says where to resend from."""
+
+    code = "log_offset_gap"
+
+
+class LogFinished(ConflictError):
+    """Pushed output for an instance whose log was finished (it ended): nothing more is taken."""
+
+    code = "log_finished"
+
+
+class NoCurrentInstance(ConflictError):
+    code = "no_current_instance"
+
+
+class LogBatchTooLarge(DomainError):
+    status = 413
+    code = "log_batch_too_large"

@@ -26,7 +26,14 @@ from arbitrage.errors import DomainError
 from placement.clouds.base import CloudError, CloudNotConfigured, InstanceNotFound, get_cloud
 from placement.services import pool_lifetime_record
 from workloads import routing
-from workloads.errors import IdempotencyKeyReused, TransitionRefused
+from workloads.errors import (
+    IdempotencyKeyReused,
+    LogBatchTooLarge,
+    LogFinished,
+    LogOffsetGap,
+    NoCurrentInstance,
+    TransitionRefused,
+)
 from workloads.models import (
     TRANSITIONS,
     WAITING_FOR_CAPACITY,
@@ -430,8 +437,11 @@ def workload_migrate_now(*, workload_id: UUID | str) -> WorkflowRun:
 OUTPUT_READ_BYTES = 1 << 20
 #: Reads of an ended instance in one collection, to reach the end of its output.
 FINAL_READS = 16
-#: An unfinished line (no newline yet) this long is stored as it is, not waited for.
-MAX_PENDING_BYTES = 64 * 1024
+#: An unfinished line (no newline yet) this long is stored as it is, not waited for. Below the
+#: shipper's batch (``agent/ship.py``, 32 KiB), so every full batch it pushes stores something.
+MAX_PENDING_BYTES = 16 * 1024
+#: The most a pushed batch (``POST /api/v1/agent/logs``) may carry, decoded.
+PUSH_MAX_BYTES = 256 * 1024
 #: Ended instances beat still looks at when they were not collected to the end (a failed last read).
 LATE_COLLECT_WINDOW = timedelta(hours=1)
 
@@ -488,14 +498,63 @@ def workload_log_mark(*, workload_id: UUID | str, text: str, instance_id: str = 
     )
 
 
+def _log_cursor_append(
+    *, instance: WorkloadInstance, offset: int, data: bytes, final: bool, resume: bool = False
+) -> tuple[WorkloadLogCursor, int]:
+    """Store ``data``, the instance's output from byte ``offset`` on, at its log cursor; (cursor, lines stored).
+
+    The one way output reaches the log, pulled from the cloud or pushed by the instance. The
+    cursor row is taken with ``select_for_update()``. Bytes the cursor has already passed are
+    skipped (a resend, or a collector that raced, stores nothing twice); data that starts past
+    the cursor is a gap (``LogOffsetGap`` with ``expected_offset``) unless ``resume`` says the
+    bytes in between are lost for good: a marker says how many, and the cursor jumps. Complete
+    lines are stored, the unfinished rest only at the end (``final``) or once it is long
+    (``_output_texts``); ``final`` also finishes the cursor. A finished cursor takes nothing.
+    """
+    with transaction.atomic():
+        cursor, _ = WorkloadLogCursor.objects.select_for_update().get_or_create(instance=instance)
+        if cursor.finished_at is not None:
+            return cursor, 0
+        stored = 0
+        if offset > cursor.offset:
+            if not resume:
+                raise LogOffsetGap(
+                    f"This batch starts at byte {offset}; the log has the output up to byte {cursor.offset}.",
+                    expected_offset=cursor.offset,
+                )
+            workload_log_mark(
+                workload_id=instance.workload_id,
+                text=f"{offset - cursor.offset} bytes of output were lost on the way from the instance.",
+                instance_id=instance.instance_id,
+                provider=instance.provider,
+            )
+            stored, cursor.offset = 1, offset
+        fresh = data[cursor.offset - offset :]
+        texts, used = _output_texts(fresh, final=final)
+        if texts:
+            _log_lines_append(
+                workload_id=instance.workload_id,
+                texts=texts,
+                stream=LogStream.OUTPUT,
+                instance_id=instance.instance_id,
+                provider=instance.provider,
+            )
+        cursor.offset += used
+        cursor.collected_at = timezone.now()
+        if final:
+            cursor.finished_at = cursor.collected_at
+        cursor.save(update_fields=["offset", "collected_at", "finished_at"])
+        return cursor, stored + len(texts)
+
+
 def instance_output_collect(*, instance: WorkloadInstance, final: bool = False) -> int:
-    """Store the new lines of one instance's console output (stdout and stderr); how many.
+    """Pull the new lines of one instance's console output (stdout and stderr); how many were stored.
 
     The byte offset already stored is kept per instance (``WorkloadLogCursor``). The cloud
-    is read outside any transaction; the lines are stored with the cursor row taken with
-    ``select_for_update()``, and only from where the cursor is then, so two collectors that
-    race never store a line twice. An ended instance (``final``, or ``terminated_at`` set)
-    is read to the end, its last unfinished line included, and its cursor is finished:
+    is read outside any transaction, from where the cursor was; the bytes are stored by
+    ``_log_cursor_append``, so two collectors that race (or a collector and the instance's
+    own pushes) never store a line twice. An ended instance (``final``, or ``terminated_at``
+    set) is read to the end, its last unfinished line included, and its cursor is finished:
     nothing is read from it again. A cloud error is logged and left for the next collection
     (an instance the cloud no longer knows has nothing more to give).
     """
@@ -521,29 +580,40 @@ def instance_output_collect(*, instance: WorkloadInstance, final: bool = False) 
         at_end = final and len(data) < OUTPUT_READ_BYTES
         if not data and not at_end:
             break  # nothing new: no write (a follower polls this every second)
-        with transaction.atomic():
-            cursor = WorkloadLogCursor.objects.select_for_update().get(pk=cursor.pk)
-            if cursor.finished_at is not None or cursor.offset < read_from:
-                break
-            fresh = data[cursor.offset - read_from :]  # another collector may have stored the start already
-            texts, used = _output_texts(fresh, final=at_end)
-            if texts:
-                _log_lines_append(
-                    workload_id=instance.workload_id,
-                    texts=texts,
-                    stream=LogStream.OUTPUT,
-                    instance_id=instance.instance_id,
-                    provider=instance.provider,
-                )
-            stored += len(texts)
-            cursor.offset += used
-            cursor.collected_at = timezone.now()
-            if at_end:
-                cursor.finished_at = cursor.collected_at
-            cursor.save(update_fields=["offset", "collected_at", "finished_at"])
+        try:
+            cursor, count = _log_cursor_append(instance=instance, offset=read_from, data=data, final=at_end)
+        except LogOffsetGap:
+            break  # cannot happen while the cursor only moves forward; the next collection reads again
+        stored += count
         if at_end or len(data) < OUTPUT_READ_BYTES:
             break
     return stored
+
+
+def workload_output_push(
+    *, workload_id: UUID | str, offset: int, data: bytes, final: bool = False, resume: bool = False
+) -> tuple[WorkloadInstance, WorkloadLogCursor, int]:
+    """Output the workload's instance pushed itself (``agent/ship.py``): (instance, its cursor, lines stored).
+
+    It goes to the log of the workload's current instance (the newest not terminated; none is
+    ``NoCurrentInstance``, 409) by the same byte-offset rules as the pulled output
+    (``_log_cursor_append``). A batch for a cursor already finished is taken when it brings
+    nothing new (a resend of the last batch), else refused (``LogFinished``, 409).
+    """
+    if len(data) > PUSH_MAX_BYTES:
+        raise LogBatchTooLarge(
+            f"A batch carries at most {PUSH_MAX_BYTES} bytes of output; this one has {len(data)}.",
+            max_bytes=PUSH_MAX_BYTES,
+        )
+    instance = workload_current_instance(workload_id=workload_id)
+    if instance is None:
+        raise NoCurrentInstance(f"Workload {workload_id} has no running instance to take its output.")
+    cursor, stored = _log_cursor_append(instance=instance, offset=offset, data=data, final=final, resume=resume)
+    if cursor.finished_at is not None and stored == 0 and offset + len(data) > cursor.offset:
+        raise LogFinished(
+            f"The log of instance {instance.instance_id} is finished at byte {cursor.offset}: it takes no more."
+        )
+    return instance, cursor, stored
 
 
 def workload_output_collect(*, workload_id: UUID | str) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 MANAGED_BY_TAG = "managed-by"
@@ -111,18 +112,39 @@ class InterruptionWarning:
     detail: dict[str, str] = field(default_factory=dict)
 
 
+#: The log shipper the boot script runs the command through (read as a file: no import of ``agent``).
+SHIP_SOURCE = Path(__file__).resolve().parents[2] / "agent" / "ship.py"
+SHIP_HEREDOC_END = "ARBITRAGE_SHIP_PY"
+
+
 def startup_script(request: InstanceRequest) -> str:
     """The shell script a cloud instance runs at boot: the workload's environment, then its command.
 
     AWS passes it as user data, GCP as the ``startup-script`` metadata item,
-    Azure as custom data; an explicit ``request.user_data`` wins.
+    Azure as custom data; an explicit ``request.user_data`` wins. When the image has
+    ``python3`` the command runs under the log shipper (``agent/ship.py``, written to
+    ``$ARBITRAGE_SHIP_DIR``, default ``/run``), which pushes its output to the workload's
+    log; without it (or where the file cannot be written) the command runs as it is.
     """
     if request.user_data:
         return request.user_data
     lines = ["#!/bin/sh", "set -e"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(request.env.items())]
     if request.command:
-        lines.append("exec " + " ".join(shlex.quote(part) for part in request.command))
+        command = " ".join(shlex.quote(part) for part in request.command)
+        source = SHIP_SOURCE.read_text()
+        if SHIP_HEREDOC_END in source.splitlines():
+            raise ValueError(f"{SHIP_SOURCE} has a line {SHIP_HEREDOC_END!r}, which ends its heredoc")
+        lines += [
+            'ship="${ARBITRAGE_SHIP_DIR:-/run}/arbitrage-ship.py"',
+            f"if command -v python3 >/dev/null 2>&1 && cat >\"$ship\" <<'{SHIP_HEREDOC_END}'",
+            source.rstrip("\n"),
+            SHIP_HEREDOC_END,
+            "then",
+            f'  exec python3 "$ship" -- {command}',
+            "fi",
+            "exec " + command,
+        ]
     return "\n".join(lines) + "\n"
 
 
