@@ -197,7 +197,7 @@ def _segment(instance: WorkloadInstance) -> _Segment:
         instance_type=instance.instance_type,
         market=str(instance.market),
         started_at=instance.billed_from,
-        ended_at=instance.terminated_at,
+        ended_at=instance.billed_until,
         spot_price=Decimal(instance.spot_price),
         on_demand_price=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
     )

@@ -30,7 +30,7 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
     if instance.terminated_at is None:
         raise ValueError(f"instance {instance.pk} is still running; bill it when it stops")
     part = segment_price(
-        seconds=seconds_between(instance.terminated_at - min(instance.billed_from, instance.terminated_at)),
+        seconds=seconds_between(instance.billed_until - min(instance.billed_from, instance.billed_until)),
         spot_price=Decimal(instance.spot_price),
         on_demand_price=None if instance.on_demand_price is None else Decimal(instance.on_demand_price),
     )
@@ -42,8 +42,8 @@ def usage_record_create(*, instance: WorkloadInstance) -> UsageRecord:
         region=instance.region,
         instance_type=instance.instance_type,
         market=instance.market,
-        started_at=min(instance.billed_from, instance.terminated_at),
-        ended_at=instance.terminated_at,
+        started_at=min(instance.billed_from, instance.billed_until),
+        ended_at=instance.billed_until,
         duration_seconds=part.seconds.quantize(SECONDS, ROUND_HALF_UP),
         duration_hours=part.hours,
         spot_price_per_hour=Decimal(instance.spot_price),

@@ -215,7 +215,7 @@ def _span_seconds(start: datetime | None, end: datetime | None, now: datetime) -
 def segment_cost(*, instance: WorkloadInstance, now: datetime) -> Segment:
     """The segment's cost: its usage record once billed, else priced by billing's rule (to now while it runs)."""
     record = getattr(instance, "usage_record", None)
-    seconds = seconds_between((instance.terminated_at or now) - instance.billed_from)
+    seconds = seconds_between((instance.billed_until or now) - instance.billed_from)
     if record is not None:
         cost, market = record.total_cost, record.market
     else:

@@ -198,6 +198,12 @@ class WorkloadInstance(models.Model):
     )
     healthy_at = models.DateTimeField(null=True, blank=True, help_text="When its workload first answered healthy.")
     preempted_at = models.DateTimeField(null=True, blank=True, help_text="When the cloud reclaimed it, if it did.")
+    reclaimed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the cloud took it back, as the cloud said (its warning's deadline, or when it was seen "
+        "gone): its bill ends here, even if releasing it took longer.",
+    )
     terminated_at = models.DateTimeField(null=True, blank=True)
     # When its lifetime went into the pool's statistics (once: placement.PoolStats).
     observed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -209,6 +215,13 @@ class WorkloadInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.region}/{self.instance_type} {self.instance_id}"
+
+    @property
+    def billed_until(self) -> datetime | None:
+        """Where its segment ends: when it was released, or earlier when the cloud took it back first."""
+        if self.terminated_at is None or self.reclaimed_at is None:
+            return self.terminated_at
+        return max(min(self.terminated_at, self.reclaimed_at), self.billed_from)
 
     @property
     def billed_from(self) -> datetime:

@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from arbitrage.errors import DomainError
 from arbitrage.logs import log_context
@@ -174,6 +175,15 @@ def _kv_increment(kv: Any, key: str, amount: int) -> None:
 # --- interruptions and health verdicts --------------------------------------------------
 
 
+def _reclaim_time(*, signal: str, detail: dict[str, Any], now: datetime) -> datetime | None:
+    """When the cloud takes the instance back, as far as the signal tells: the warning's deadline, or now for
+    a cloud that already reports it gone; None when only the agent spoke (it runs until it is stopped)."""
+    if signal != "cloud":
+        return None
+    deadline = parse_datetime(detail["deadline"]) if isinstance(detail.get("deadline"), str) else None
+    return deadline if deadline is not None and deadline.tzinfo is not None else now
+
+
 def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str, Any] | None = None) -> bool:
     """RUNNING → INTERRUPTED on the first interruption signal (``agent`` or ``cloud``); later ones are no-ops.
 
@@ -210,8 +220,9 @@ def workload_interrupt(*, workload_id: UUID | str, signal: str, detail: dict[str
                 instance_type=instance.instance_type,
                 reason=f"spot interruption of {instance.instance_id}",
             )
+            now = timezone.now()
             WorkloadInstance.objects.filter(pk=instance.pk, preempted_at__isnull=True).update(
-                preempted_at=timezone.now()
+                preempted_at=now, reclaimed_at=_reclaim_time(signal=signal, detail=detail or {}, now=now)
             )
             transaction.on_commit(lambda: pool_wave_warn(instance_id=instance.pk))
         notification_create(

@@ -291,3 +291,16 @@ def test_every_customers_days_are_counted_when_no_customer_is_named(mixed):
     days = daily_spend(month=NOVEMBER, now=NOW)
 
     assert days[2].on_demand_spend == D("10.000000")  # the other customer's 9.00 on 3 November too
+
+
+def test_a_segment_starts_at_the_cloud_s_launch_and_ends_when_the_cloud_took_the_instance_back():
+    instance = WorkloadInstanceFactory(
+        started_at=at(2026, 11, 3, 8, 1), launched_at=at(2026, 11, 3, 8),  # recorded a minute after the launch
+        reclaimed_at=at(2026, 11, 3, 10), terminated_at=at(2026, 11, 3, 10, 5),  # released 5 minutes late
+        spot_price=D("0.100000"), on_demand_price=D("0.400000"),
+    )  # fmt: skip
+
+    record = UsageRecord.objects.get(instance=instance)
+
+    assert (record.started_at, record.ended_at) == (at(2026, 11, 3, 8), at(2026, 11, 3, 10))
+    assert record.total_cost == D("0.200000")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +14,7 @@ from placement.clouds.base import InstanceRequest, InstanceState, Market
 from placement.clouds.local import trace
 from placement.models import Offer, PriceRefresh
 from placement.services import catalog_load_snapshot, catalog_refresh
+from tests.placement.traces import write_trace
 
 ROW_SECONDS = 100  # the hand-made trace's rows are 100 trace seconds apart
 SPEED = 100.0  # one row per wall second
@@ -26,17 +26,7 @@ PRICES = {"us-east-1a": [0.9, 0.9, 1.1, 1.2, 1.2, 1.2, 1.2, 1.2], "us-east-2b": 
 @pytest.fixture
 def traced(settings: Any, tmp_path: Path) -> Iterator[Path]:
     """A tiny trace in the shared traces' format, the local cloud following it from row 0 now."""
-    availability = tmp_path / "availability"
-    availability.mkdir()
-    for zone, rows in AVAILABILITY.items():
-        lines = ["date,availability"]
-        lines += [
-            f"2023-02-15 22:{(row * ROW_SECONDS) // 60:02d}:{(row * ROW_SECONDS) % 60:02d},{a}"
-            for row, a in enumerate(rows)
-        ]
-        (availability / f"{zone}_v100_1.csv").write_text("\n".join(lines) + "\n")
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({f"{zone}_v100_1": series for zone, series in PRICES.items()}))
+    availability, prices = write_trace(tmp_path, availability=AVAILABILITY, prices=PRICES, row_seconds=ROW_SECONDS)
     settings.VAR_DIR = tmp_path / "var"
     settings.LOCAL_CLOUD_TRACE_AVAILABILITY = str(availability)
     settings.LOCAL_CLOUD_TRACE_PRICES = str(prices)
