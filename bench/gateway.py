@@ -3,16 +3,18 @@
     .venv/bin/python bench/gateway.py [--seconds 5]
 
 Runs in the embedded mode in a throwaway directory (SQLite, file-cache routing KV):
-starts two sample workload agents (``python -m agent``, what a local-cloud
-instance runs) and the gateway (uvicorn, as ``make run`` starts it), routes a
-workload to the first agent, and then measures, each time straight at the agent
-and through the gateway at the workload's endpoint name:
+starts the gateway (uvicorn, as ``make run`` starts it) and two upstreams that are
+never the bottleneck (``bench/upstream.py``: asyncio, httptools, uvloop), routes a
+workload to the first, and then measures, each time straight at the upstream and
+through the gateway at the workload's endpoint name:
 
 * requests/s and p50/p99 latency of GETs at 16 and at 64 connections (one asyncio
   client, that many requests in flight, keep-alive pools warmed before measuring),
   and the p50/p99 the gateway adds; with the kernel's listen-queue overflows
   during each run (Linux), the cause of a one-second tail when an upstream's
   backlog is too short;
+* the same at 16 connections with the sample workload agent (``python -m agent``,
+  what a local-cloud instance runs) as the upstream;
 * the same load with the gateway's route cache off (a KV read per request), and
   how long a re-route takes to be followed (the cache's invalidation on migration);
 * websocket echo round trips (p50/p99) on one connection;
@@ -238,30 +240,41 @@ def main() -> None:
     setup_django(var_dir.name)
     from django.conf import settings
 
-    agent_port, other_port, gateway_port, uncached_port = free_port(), free_port(), free_port(), free_port()
+    upstream_port, other_port, agent_port = free_port(), free_port(), free_port()
+    gateway_port, uncached_port = free_port(), free_port()
     devnull = subprocess.DEVNULL
-    agents = [
+    upstreams = [
         subprocess.Popen(
-            [sys.executable, "-m", "agent"],
+            [sys.executable, str(ROOT / "bench" / "upstream.py"), str(port), instance],
             cwd=ROOT,
-            env={**os.environ, "PORT": str(port), "INSTANCE_ID": instance},
             stdout=devnull,
             stderr=devnull,
         )
-        for port, instance in ((agent_port, "i-bench"), (other_port, "i-other"))
+        for port, instance in ((upstream_port, "i-bench"), (other_port, "i-other"))
     ]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": str(agent_port), "INSTANCE_ID": "i-agent"},
+        stdout=devnull,
+        stderr=devnull,
+    )
     gateway = start_gateway(gateway_port)
     uncached = start_gateway(uncached_port, GATEWAY_ROUTE_CACHE_SECONDS="0")
-    processes = [gateway, uncached, *agents]
-    direct_url, gateway_url = f"http://127.0.0.1:{agent_port}", f"http://127.0.0.1:{gateway_port}"
+    processes = [gateway, uncached, agent, *upstreams]
+    direct_url, gateway_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
+    agent_url = f"http://127.0.0.1:{agent_port}"
     try:
-        wait_for(f"{direct_url}/health", agents[0], "the agent")
-        wait_for(f"http://127.0.0.1:{other_port}/health", agents[1], "the second agent")
+        wait_for(f"{direct_url}/health", upstreams[0], "the upstream")
+        wait_for(f"http://127.0.0.1:{other_port}/health", upstreams[1], "the second upstream")
+        wait_for(f"{agent_url}/health", agent, "the sample agent")
         wait_for(f"{gateway_url}/healthz", gateway, "the gateway")
         wait_for(f"http://127.0.0.1:{uncached_port}/healthz", uncached, "the gateway without a route cache")
-        workload = routed_workload(f"127.0.0.1:{agent_port}")
+        workload = routed_workload(f"127.0.0.1:{upstream_port}")
+        on_agent = routed_workload(f"127.0.0.1:{agent_port}")
         host = {"Host": f"{workload.id}.workloads.{settings.WORKLOAD_DOMAIN}"}
-        print(f"agent {direct_url}, gateway {gateway_url}, workload {host['Host']}")
+        agent_host = {"Host": f"{on_agent.id}.workloads.{settings.WORKLOAD_DOMAIN}"}
+        print(f"upstream {direct_url} (bench/upstream.py), gateway {gateway_url}, workload {host['Host']}")
         print(f"GETs for {args.seconds:g} s each, after a {WARMUP_SECONDS:g} s warm-up of the keep-alive pools")
 
         loads: dict[int, tuple[Load, Load]] = {}
@@ -277,6 +290,9 @@ def main() -> None:
                 f" (mean {ms(statistics.fmean(through.latencies) - statistics.fmean(direct.latencies))})"
                 f"; ratio {through.rps / direct.rps:.2f}"
             )
+        print("the sample agent (python -m agent) as the upstream, 16 connections:")
+        print(Load(f"{agent_url}/bench", {}, seconds=args.seconds, concurrency=16).line("direct"))
+        print(Load(f"{gateway_url}/bench", agent_host, seconds=args.seconds, concurrency=16).line("gateway"))
         no_cache = Load(f"http://127.0.0.1:{uncached_port}/bench", host, seconds=args.seconds, concurrency=16)
         print("route cache:")
         print(no_cache.line("gateway, no route cache"))
@@ -288,9 +304,9 @@ def main() -> None:
             f"  a re-route is followed {ms(followed)} after the KV changed "
             f"(route cache {settings.GATEWAY_ROUTE_CACHE_SECONDS:g} s)"
         )
-        asyncio.run(reroute_seconds(gateway_url, host["Host"], workload, f"127.0.0.1:{agent_port}", "i-bench"))
+        asyncio.run(reroute_seconds(gateway_url, host["Host"], workload, f"127.0.0.1:{upstream_port}", "i-bench"))
 
-        ws_direct = asyncio.run(websocket_echoes(f"ws://127.0.0.1:{agent_port}/echo", {}, count=WEBSOCKET_ECHOES))
+        ws_direct = asyncio.run(websocket_echoes(f"ws://127.0.0.1:{upstream_port}/echo", {}, count=WEBSOCKET_ECHOES))
         ws_through = asyncio.run(websocket_echoes(f"ws://127.0.0.1:{gateway_port}/echo", host, count=WEBSOCKET_ECHOES))
         print(f"websocket echo round trip ({WEBSOCKET_ECHOES} messages on one connection):")
         for label, trips in (("direct", ws_direct), ("gateway", ws_through)):
