@@ -1,10 +1,12 @@
 """The bench's upstream: an asyncio server that is never the bottleneck (uvicorn, httptools, uvloop).
 
-    .venv/bin/python bench/upstream.py PORT INSTANCE_ID
+    .venv/bin/python bench/upstream.py PORT INSTANCE_ID [WORK_SECONDS]
 
 Answers like the sample agent: any GET with a small JSON body naming the instance
-and the path; ``/stream?chunks=N&size=B&interval=S`` a chunked body of N chunks of
-B bytes, one every S seconds; a websocket at any path echoes every message.
+and the path, after WORK_SECONDS (default 0) of work that takes no CPU (an app
+waiting on its database or its GPU: requests are served concurrently, never queued);
+``/stream?chunks=N&size=B&interval=S`` a chunked body of N chunks of B bytes, one
+every S seconds; a websocket at any path echoes every message.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import parse_qs
 import uvicorn
 
 
-def make_app(instance_id: str):
+def make_app(instance_id: str, work_seconds: float = 0.0):
     async def app(scope, receive, send) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
@@ -46,6 +48,8 @@ def make_app(instance_id: str):
                 await send({"type": "http.response.body", "body": b"x" * size, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return
+        if work_seconds and scope["path"] != "/health":
+            await asyncio.sleep(work_seconds)
         body = json.dumps({"instance_id": instance_id, "path": scope["path"]}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -56,8 +60,9 @@ def make_app(instance_id: str):
 
 if __name__ == "__main__":
     port, instance_id = int(sys.argv[1]), sys.argv[2]
+    work_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     uvicorn.run(
-        make_app(instance_id),
+        make_app(instance_id, work_seconds),
         host="127.0.0.1",
         port=port,
         log_level="warning",

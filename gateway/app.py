@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import httpx
 import websockets
 import websockets.asyncio.client
 from django.conf import settings
@@ -37,12 +36,11 @@ from arbitrage.logs import log_context_bind
 from gateway.access import AccessControl, agent_only_path, credential_of, without_credentials
 from gateway.counters import PUBLISH_SECONDS, CountersPublisher, counters
 from gateway.resolver import Route, RouteResolver
+from gateway.upstream import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamTimeout
 from workloads.models import WorkloadStatus as S
 
 logger = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
-# httpx logs every upstream request at INFO; the gateway's access line already says it all.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,6 +49,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"expect",  # uvicorn answers 100-continue itself, when the body is first read
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
@@ -133,7 +132,7 @@ class GatewayApp:
         self.max_body = settings.GATEWAY_MAX_REQUEST_BODY_BYTES
         self.resolver = RouteResolver(cache_seconds=settings.GATEWAY_ROUTE_CACHE_SECONDS)
         self.access = AccessControl()
-        self._client: httpx.AsyncClient | None = None
+        self._pool: UpstreamPool | None = None
         # Copies the counters to the shared KV for the web process's /metrics (counters.py).
         self.publisher = CountersPublisher(counters)
         self._publishing: asyncio.Task | None = None
@@ -153,34 +152,27 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.client()
+                self.pool()
                 self.start_publishing()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.stop_publishing()
-                if self._client is not None:
-                    await self._client.aclose()
-                    self._client = None
+                if self._pool is not None:
+                    await self._pool.aclose()
+                    self._pool = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def client(self) -> httpx.AsyncClient:
-        """The pooled upstream client, shared by every request of this process."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(
-                    settings.GATEWAY_UPSTREAM_TIMEOUT_SECONDS,
-                    connect=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
-                    pool=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
-                ),
-                limits=httpx.Limits(
-                    max_connections=settings.GATEWAY_MAX_CONNECTIONS,
-                    max_keepalive_connections=settings.GATEWAY_MAX_KEEPALIVE_CONNECTIONS,
-                ),
-                follow_redirects=False,
-                trust_env=False,
+    def pool(self) -> UpstreamPool:
+        """The pooled upstream connections, shared by every request of this process."""
+        if self._pool is None:
+            self._pool = UpstreamPool(
+                connect_timeout=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=settings.GATEWAY_UPSTREAM_TIMEOUT_SECONDS,
+                max_connections=settings.GATEWAY_MAX_CONNECTIONS,
+                max_idle=settings.GATEWAY_MAX_KEEPALIVE_CONNECTIONS,
             )
-        return self._client
+        return self._pool
 
     # --- counters to the KV, off the request path ---------------------------
 
@@ -290,13 +282,15 @@ class GatewayApp:
                 if log.get("status"):  # the upstream answered before the body ran over
                     raise ResponseBroken(None) from None
                 return await self.too_large_answer().send_http(send)
-            except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            except (UpstreamConnectError, UpstreamBroken) as exc:
                 if body.disconnected:
                     raise ClientDisconnected from None
                 # The instance went away before answering. If the route moved meanwhile (a
                 # migration) and the request can be sent again, follow the route once: a refused
                 # connection received nothing; a GET without a body can be repeated.
-                resendable = isinstance(exc, httpx.ConnectError) or (scope["method"] in IDEMPOTENT and not body.started)
+                resendable = isinstance(exc, UpstreamConnectError) or (
+                    scope["method"] in IDEMPOTENT and not body.started
+                )
                 if attempt == 0 and resendable:
                     self.resolver.forget(workload_id)
                     fresh = await self.resolver.resolve(workload_id, max_age=0)
@@ -305,14 +299,9 @@ class GatewayApp:
                         continue
                 counters.upstream_errors[type(exc).__name__] += 1
                 return await respond(send, 502, {"error": "The workload's instance did not answer."})
-            except httpx.TimeoutException:
+            except UpstreamTimeout:
                 counters.upstream_errors["timeout"] += 1
                 return await respond(send, 504, {"error": "The workload's instance did not answer in time."})
-            except httpx.TransportError as exc:
-                if body.disconnected:
-                    raise ClientDisconnected from None
-                counters.upstream_errors[type(exc).__name__] += 1
-                return await respond(send, 502, {"error": "The workload's instance failed to answer."})
         return await respond(send, 502, {"error": "The workload's instance refused the connection."})
 
     # --- one websocket -----------------------------------------------------
@@ -525,18 +514,18 @@ class GatewayApp:
         admitted_by: bytes | None,
         log: dict[str, Any],
     ) -> int:
-        url = f"http://{route.endpoint}{raw_path.decode('latin-1')}"
+        target = raw_path.decode("latin-1")
         if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
-        request = self.client().build_request(
-            scope["method"],
-            url,
-            headers=self.upstream_headers(scope, admitted_by),
-            content=body.stream() if body.present else None,
-        )
+            target += "?" + scope["query_string"].decode("latin-1")
         log["instance"] = route.endpoint
         upstream_started = time.monotonic()
-        response = await self.client().send(request, stream=True)
+        response = await self.pool().request(
+            route.endpoint,
+            scope["method"],
+            target,
+            self.upstream_headers(scope, admitted_by),
+            body.stream() if body.present else None,
+        )
         try:
             upstream_seconds = time.monotonic() - upstream_started
             log["upstream_ms"] = f"{upstream_seconds * 1000:.1f}"
@@ -546,18 +535,17 @@ class GatewayApp:
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": _without_hop_by_hop(response.headers.raw),
+                    "headers": _without_hop_by_hop(response.headers),
                 }
             )
             try:
-                async for chunk in response.aiter_raw():
-                    if chunk:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as exc:
+                async for chunk in response.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError as exc:
                 raise ResponseBroken(exc) from exc
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.release()
         return response.status_code
 
     def upstream_headers(self, scope: Scope, admitted_by: bytes | None) -> list[tuple[bytes, bytes]]:
