@@ -18,6 +18,19 @@ Configuration comes from the environment, as a container's would:
   every ``AGENT_CHECKPOINT_SECONDS`` (default 10) and once more, as its final
   checkpoint, on the interruption notice.
 
+* ``GET /events?count=N&interval=S``: N server-sent events, one every S seconds;
+  ``GET /stream?chunks=N&size=B&interval=S``: a chunked body of N chunks of B bytes,
+  one every S seconds (a token stream, a large download).
+* A websocket at any path (``Upgrade: websocket``): echoes every text and binary
+  message and answers pings; the text ``/instance`` answers the instance id,
+  ``/headers`` the handshake's request headers (JSON), and ``/close CODE REASON``
+  closes the socket with that code. A close from the client is echoed with its code.
+
+The server speaks HTTP/1.1 with keep-alive and listens with a backlog of
+``LISTEN_BACKLOG``: a caller (the gateway's pool) reuses its connections, and a
+burst of new ones is queued, not dropped (a dropped SYN is retried by the
+client's kernel only after a second).
+
 * Progress: one unit of work per second, each a line ``progress N s`` on stdout (the
   workload's log). With ``ARBITRAGE_API_URL`` and the token the
   agent reports it every ``AGENT_PROGRESS_SECONDS`` (default 10) as
@@ -30,9 +43,12 @@ sends before reclaiming an instance) shuts the server down and exits 0.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -41,11 +57,17 @@ import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from urllib.parse import parse_qs, urlsplit
 
 from agent.checkpoint import StorageClient, StorageClientError
 
 # Bodies are counted, not kept: the agent only reports their length.
 _READ_CHUNK = 64 * 1024
+# socketserver's default (5) overflows under a burst of connections; the kernel then drops the SYN
+# and the client retries only after a second (its initial retransmission timeout).
+LISTEN_BACKLOG = 1024
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
 class Agent:
@@ -179,10 +201,24 @@ class Agent:
 class Handler(BaseHTTPRequestHandler):
     server: AgentServer
     server_version = "workload-agent/1"
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer has a length or is chunked
+    # Headers and body go out in separate writes: without TCP_NODELAY the body would wait for the
+    # peer's delayed ACK on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         agent = self.server.agent
-        if self.path.split("?", 1)[0] == "/health":
+        path = self.path.split("?", 1)[0]
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket()
+            return
+        if path == "/events":
+            self._stream(event=True)
+            return
+        if path == "/stream":
+            self._stream(event=False)
+            return
+        if path == "/health":
             if agent.never_healthy:
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unhealthy", "instance_id": agent.instance_id})
             else:
@@ -209,6 +245,8 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST
 
     def _drain_body(self) -> int:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._drain_chunked()
         try:
             remaining = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -221,6 +259,126 @@ class Handler(BaseHTTPRequestHandler):
             total += len(chunk)
             remaining -= len(chunk)
         return total
+
+    def _drain_chunked(self) -> int:
+        total = 0
+        while True:
+            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return total
+            while size > 0:
+                chunk = self.rfile.read(min(size, _READ_CHUNK))
+                if not chunk:
+                    return total
+                total += len(chunk)
+                size -= len(chunk)
+            self.rfile.readline()
+
+    def _stream(self, *, event: bool) -> None:
+        """A body sent piece by piece, each flushed as it is made (SSE or plain chunked)."""
+        query = parse_qs(urlsplit(self.path).query)
+
+        def number(name: str, default: float) -> float:
+            try:
+                return float(query[name][0])
+            except (KeyError, ValueError):
+                return default
+
+        count = int(number("count" if event else "chunks", 10))
+        size = int(number("size", 1024))
+        interval = number("interval", 0.1)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream" if event else "application/octet-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for n in range(count):
+                if n:
+                    time.sleep(interval)
+                piece = f"id: {n}\ndata: {n}\n\n".encode() if event else b"x" * size
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+    def _websocket(self) -> None:
+        """An echoing websocket (RFC 6455, unextended), served on this connection's thread."""
+        key = self.headers.get("Sec-WebSocket-Key", "").encode()
+        if not key:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": "Sec-WebSocket-Key is missing."})
+            return
+        accept = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest()).decode()
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        handshake = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            while True:
+                opcode, payload = self._ws_read()
+                if opcode == _CLOSE:
+                    self._ws_write(_CLOSE, payload[:2] or struct.pack("!H", 1000))
+                    return
+                if opcode == _PING:
+                    self._ws_write(_PONG, payload)
+                elif opcode == _TEXT and payload.startswith(b"/"):
+                    command, _, rest = payload.decode("utf-8", "replace").partition(" ")
+                    if command == "/instance":
+                        self._ws_write(_TEXT, self.server.agent.instance_id.encode())
+                    elif command == "/headers":
+                        self._ws_write(_TEXT, json.dumps(handshake).encode())
+                    elif command == "/close":
+                        code, _, reason = rest.partition(" ")
+                        self._ws_write(_CLOSE, struct.pack("!H", int(code or 1000)) + reason.encode())
+                        self._ws_read()  # the client's answering close
+                        return
+                    else:
+                        self._ws_write(opcode, payload)
+                elif opcode in (_TEXT, _BINARY):
+                    self._ws_write(opcode, payload)
+        except (OSError, ValueError, struct.error):
+            return
+
+    def _ws_read(self) -> tuple[int, bytes]:
+        """One whole message (fragments joined): (opcode, payload)."""
+        opcode, message = 0, b""
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                raise ValueError("connection closed")
+            fin, frame_opcode, length = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = self.rfile.read(length)
+            if any(mask):
+                pad = (mask * (length // 4 + 1))[:length]
+                data = (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(length, "big")
+            if frame_opcode >= 0x8:  # control frames come whole, even between fragments
+                return frame_opcode, data
+            opcode, message = opcode or frame_opcode, message + data
+            if fin:
+                return opcode, message
+
+    def _ws_write(self, opcode: int, payload: bytes) -> None:
+        length = len(payload)
+        if length < 126:
+            head = struct.pack("!BB", 0x80 | opcode, length)
+        elif length < 1 << 16:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, length)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+        self.wfile.write(head + payload)
+        self.wfile.flush()
 
     def _reply(self, status: HTTPStatus, payload: dict[str, object]) -> None:
         body = json.dumps(payload).encode()
@@ -238,6 +396,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, port: int, agent: Agent) -> None:
         super().__init__(("127.0.0.1", port), Handler)

@@ -490,6 +490,13 @@ GATEWAY_UPSTREAM_TIMEOUT_SECONDS = env_float("GATEWAY_UPSTREAM_TIMEOUT_SECONDS",
 # Upstream connection pool of one gateway process.
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 512, minimum=1, maximum=100_000)
 GATEWAY_MAX_KEEPALIVE_CONNECTIONS = env_int("GATEWAY_MAX_KEEPALIVE_CONNECTIONS", 128, minimum=0, maximum=100_000)
+# The largest request body the gateway passes on (a larger one gets 413), and the largest websocket message.
+GATEWAY_MAX_REQUEST_BODY_BYTES = env_int(
+    "GATEWAY_MAX_REQUEST_BODY_BYTES", 100 * 1024 * 1024, minimum=1024, maximum=64 * 1024**3
+)
+GATEWAY_WEBSOCKET_MAX_MESSAGE_BYTES = env_int(
+    "GATEWAY_WEBSOCKET_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=1024**3
+)
 
 # --- Product ------------------------------------------------------------------
 # Endpoints are `{workload-id}.workloads.<WORKLOAD_DOMAIN>`.

@@ -53,6 +53,9 @@ class GatewayCounters:
         self.migration_waits_total = 0
         self.migration_wait_timeouts_total = 0
         self.kv_misses_total = 0
+        self.body_too_large_total = 0
+        self.websockets_total = 0
+        self.websocket_migration_closes_total = 0
         self.upstream_seconds_total = 0.0
         self.proxied_total = 0
         # Per bucket of LATENCY_BUCKETS (not cumulative), the last one past the largest bound.
@@ -79,6 +82,9 @@ class GatewayCounters:
             "migration_waits_total": self.migration_waits_total,
             "migration_wait_timeouts_total": self.migration_wait_timeouts_total,
             "kv_misses_total": self.kv_misses_total,
+            "body_too_large_total": self.body_too_large_total,
+            "websockets_total": self.websockets_total,
+            "websocket_migration_closes_total": self.websocket_migration_closes_total,
         }
 
 

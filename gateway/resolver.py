@@ -4,10 +4,16 @@ A gateway process keeps what it read for at most ``GATEWAY_ROUTE_CACHE_SECONDS``
 (under a second, so a route registered or removed by provisioning, migration or
 termination takes effect within a second without a restart). A request that
 finds its upstream refusing connections reads the KV again at once.
+
+Reads run off the event loop (the KV and the database are blocking clients), and
+one read per workload is in flight at a time: when a cached route expires under
+load, the requests that find it expired wait for the same read instead of each
+queueing one of their own on the thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from uuid import UUID
@@ -73,6 +79,7 @@ class RouteResolver:
         self.cache_seconds = cache_seconds
         self._routes: dict[UUID, tuple[float, Route]] = {}
         self._meta: dict[UUID, tuple[float, WorkloadMeta]] = {}
+        self._reading: dict[UUID, asyncio.Future[Route]] = {}
         self._kv_read = sync_to_async(_kv_read, thread_sensitive=False)
         self._db_read = sync_to_async(_db_read, thread_sensitive=True)
         self._kv_refill = sync_to_async(_kv_refill, thread_sensitive=False)
@@ -87,6 +94,15 @@ class RouteResolver:
         cached = self._routes.get(workload_id)
         if cached is not None and now - cached[0] < max_age:
             return cached[1]
+        reading = self._reading.get(workload_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_and_keep(workload_id))
+            self._reading[workload_id] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(workload_id, None))
+        # shield: one waiter going away (a client disconnecting) does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read_and_keep(self, workload_id: UUID) -> Route:
         route = await self._read(workload_id)
         if len(self._routes) > 100_000:
             self._routes.clear()
