@@ -318,7 +318,7 @@ def test_spend_on_demand_and_saving_this_month_by_provider(db, metrics_settings,
 
 @pytest.mark.django_db(transaction=True)
 def test_gateway_requests_are_counted_by_status_and_appear_on_metrics(metrics_settings):
-    from tests.gateway.test_gateway import EchoUpstream, Gateway, routed_workload
+    from tests.gateway.helpers import EchoUpstream, Gateway, routed_workload
 
     metrics_settings.METRICS_PUBLIC = True
     upstream = EchoUpstream()

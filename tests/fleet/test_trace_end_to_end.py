@@ -35,11 +35,11 @@ ROW_SECONDS = 195  # the shared traces' tick
 SPEED = 97.5  # trace seconds per wall second: a row every 2 wall seconds
 ROWS = 200
 CHEAP, DEAR = "us-east-1a", "us-east-2b"
-# The cheap zone has capacity for its first 15 rows (30 wall seconds), none for 20, then again.
-AVAILABILITY = {CHEAP: [1] * 15 + [0] * 20 + [1] * (ROWS - 35), DEAR: [1] * ROWS}
+# The cheap zone has capacity for its first 10 rows (20 wall seconds), none for 20, then again.
+AVAILABILITY = {CHEAP: [1] * 10 + [0] * 20 + [1] * (ROWS - 30), DEAR: [1] * ROWS}
 PRICES = {CHEAP: [1.80] * ROWS, DEAR: [2.00] * ROWS}
-WORK_SECONDS = 60
-OVERHEAD_SECONDS = 2  # LAUNCH_OVERHEAD_SECONDS, the policy's d
+WORK_SECONDS = 40
+OVERHEAD_SECONDS = 1  # LAUNCH_OVERHEAD_SECONDS, the policy's d: about what a local launch takes to boot
 PLAYED = {
     "LAUNCH_OVERHEAD_SECONDS": str(OVERHEAD_SECONDS),
     "POOL_BLOCK_SECONDS": "2",
