@@ -393,8 +393,6 @@ PLACEMENT_RISK_HORIZON_HOURS = env_int("PLACEMENT_RISK_HORIZON_HOURS", 24, minim
 PRICE_SOURCES = env_list("PRICE_SOURCES", [])
 if set(PRICE_SOURCES) - {"aws", "gcp", "azure"}:
     raise ConfigError("PRICE_SOURCES", f"expected a comma-separated subset of aws,gcp,azure, got {PRICE_SOURCES!r}")
-if LOCAL_CLOUD_TRACE_PRICES and LOCAL_CLOUD_TRACE_PROVIDER not in PRICE_SOURCES:
-    PRICE_SOURCES.append(LOCAL_CLOUD_TRACE_PROVIDER)  # the trace's prices reach the catalog like a cloud's
 # Regions to refresh; empty: every region the catalog holds for that provider.
 PRICE_REFRESH_REGIONS = env_list("PRICE_REFRESH_REGIONS", [])
 PRICE_REFRESH_TIMEOUT_SECONDS = env_int("PRICE_REFRESH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
@@ -420,6 +418,11 @@ CLOUD_BACKENDS = env_mapping(
 for _provider, _backend in CLOUD_BACKENDS.items():
     if _backend not in ("local", _provider):
         raise ConfigError("CLOUD_BACKENDS", f"{_provider} can run on 'local' or '{_provider}', not {_backend!r}")
+# The trace's prices reach the catalog like a cloud's, where the local cloud plays that provider
+# (a provider on its real cloud keeps its real price source, or none).
+_traced_locally = CLOUD_BACKENDS.get(LOCAL_CLOUD_TRACE_PROVIDER) == "local"
+if LOCAL_CLOUD_TRACE_PRICES and _traced_locally and LOCAL_CLOUD_TRACE_PROVIDER not in PRICE_SOURCES:
+    PRICE_SOURCES.append(LOCAL_CLOUD_TRACE_PROVIDER)
 # Regions each provider is used in: placement only picks its offers there and
 # reconciliation lists its instances there; "aws=us-east-1|eu-west-1,gcp=us-central1".
 # A provider not named here uses every region of its pools in the catalog.
