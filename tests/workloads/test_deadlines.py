@@ -12,7 +12,9 @@ from accounts.tokens import agent_token_for
 from billing.models import UsageRecord
 from fleet import controller
 from placement.clouds import local
+from placement.models import PoolBlock
 from placement.policy import Keep, LaunchOnDemand, LaunchSpot
+from placement.services import pool_unblock
 from tests.factories import WorkloadFactory, WorkloadInstanceFactory, customer_with_key
 from tests.live import wait_until
 from tests.workloads.test_provision import api_for, reaches, submit
@@ -194,12 +196,35 @@ FAST = {
 }
 
 
-@pytest.fixture
-def fast_clock(settings, live_server, worker_factory):
-    for name, value in FAST.items():
+def _worker_on(settings, live_server, worker_factory, clock: dict[str, str]) -> None:
+    for name, value in clock.items():
         setattr(settings, name, float(value) if "RETRY" in name else int(value))
     settings.PUBLIC_API_URL = live_server.url
-    worker_factory(env={**FAST, "PUBLIC_API_URL": live_server.url})
+    worker_factory(env={**clock, "PUBLIC_API_URL": live_server.url})
+
+
+@pytest.fixture
+def fast_clock(settings, live_server, worker_factory):
+    _worker_on(settings, live_server, worker_factory, FAST)
+
+
+@pytest.fixture
+def fast_clock_lasting_blocks(settings, live_server, worker_factory):
+    """The fast clock, but a refused pool stays blocked until the test lifts it: capacity comes back
+    when the test says so, not when a two-second block happens to expire under a slow machine."""
+    _worker_on(settings, live_server, worker_factory, {**FAST, "POOL_BLOCK_SECONDS": "3600"})
+
+
+def spot_comes_back() -> None:
+    """Capacity returns, and the operator lifts the blocks it left (the admin's "unblock")."""
+    local.faults_clear()
+    for block in PoolBlock.objects.all():
+        pool_unblock(
+            provider=block.provider,
+            region=block.region,
+            availability_zone=block.availability_zone,
+            instance_type=block.instance_type,
+        )
 
 
 def tick_until(predicate, *, timeout: float, what: str):
@@ -220,7 +245,7 @@ def live_instance(workload: Workload, market: str) -> WorkloadInstance | None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_deadline_job_runs_on_demand_while_spot_is_gone_moves_to_spot_when_ahead_and_finishes(
-    catalog, fast_clock, local_cloud_clean
+    catalog, fast_clock_lasting_blocks, local_cloud_clean
 ):
     local.faults_set(no_capacity_pools=[{}])  # every pool refuses spot
     _, key = customer_with_key()
@@ -245,7 +270,7 @@ def test_a_deadline_job_runs_on_demand_while_spot_is_gone_moves_to_spot_when_ahe
     on_demand = tick_until(lambda: live_instance(workload, "on_demand"), timeout=90, what="an on-demand instance")
     assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
 
-    local.faults_clear()  # spot is back
+    spot_comes_back()
     spot = tick_until(lambda: live_instance(workload, "spot"), timeout=120, what="the move back to spot")
     assert spot.created_at > on_demand.created_at
 
@@ -307,8 +332,6 @@ def test_an_on_demand_workload_cannot_be_given_a_spot_interruption(db):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_preemption_while_the_instance_boots_places_the_workload_again(catalog, worker_factory, local_cloud_clean):
-    from placement.models import PoolBlock
-
     worker_factory(env={"LOCAL_CLOUD_BOOT_DELAY_MS": "4000"})  # time to reclaim it before it is up
     _, key = customer_with_key()
     workload = submit(api_for(key))
