@@ -81,7 +81,7 @@ def main() -> None:
     try:
         # One run first, alone, to count its database queries (the workers' queries are not visible here,
         # so this run's steps execute in this process, exactly as a worker would run them).
-        queries = _queries_per_run(customer, requirements, config, args.boot_delay)
+        queries = count_provisioning_queries(customer=customer, requirements=requirements, config=config)
 
         started = time.monotonic()
         started_wall = time.time()
@@ -149,7 +149,8 @@ def _milestones(ids, started_wall: float) -> dict[str, tuple[float, float]]:
     return result
 
 
-def _queries_per_run(customer, requirements, config, boot_delay: float) -> int:
+def count_provisioning_queries(*, customer=None, requirements=None, config=None) -> int:
+    """Database queries of one provisioning run, its steps executed here one by one as a worker would."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -157,6 +158,12 @@ def _queries_per_run(customer, requirements, config, boot_delay: float) -> int:
     from workloads.services import workload_create
     from workloads.workflows.engine import Done, RetryLater, Stop, workflow_step_execute
 
+    if customer is None:
+        from accounts.services import customer_create
+
+        customer = customer_create(name=f"queries probe {time.time_ns()}")
+    requirements = requirements or {"vcpu": 2, "memory_gb": 4}
+    config = config or {"storage": {"enabled": False}}
     with CaptureQueriesContext(connection) as captured:
         # Without on_commit enqueueing: this run is driven here, step by step.
         from django.db import transaction
