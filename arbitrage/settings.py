@@ -396,6 +396,11 @@ if set(PRICE_SOURCES) - {"aws", "gcp", "azure"}:
 # Regions to refresh; empty: every region the catalog holds for that provider.
 PRICE_REFRESH_REGIONS = env_list("PRICE_REFRESH_REGIONS", [])
 PRICE_REFRESH_TIMEOUT_SECONDS = env_int("PRICE_REFRESH_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
+# Spot placement scores (AWS, 1-10), asked beside a price refresh at most once per this many hours
+# (0: never): AWS limits how many distinct score requests an account makes a day. The instance
+# types to score; empty: every type of that provider in the catalog (name the types you run).
+PLACEMENT_SCORE_REFRESH_HOURS = env_int("PLACEMENT_SCORE_REFRESH_HOURS", 24, minimum=0, maximum=24 * 365)
+PLACEMENT_SCORE_INSTANCE_TYPES = env_list("PLACEMENT_SCORE_INSTANCE_TYPES", [])
 # AWS reads credentials the standard boto3 way (AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role...).
 AZURE_RETAIL_PRICES_URL = env_url(
     "AZURE_RETAIL_PRICES_URL", schemes={"http", "https"}, default="https://prices.azure.com/api/retail/prices"

@@ -123,6 +123,7 @@ def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -
             expected_price=float(candidate.expected_cost_per_hour),
             egress_cost=float(move_cost(size_bytes=size_bytes, source=source, target=candidate.pool)),
             expected_lifetime=estimates[candidate.pool].expected_lifetime_seconds,
+            refusal_rate=estimates[candidate.pool].refusal_rate,
         )
         for candidate in candidates
     )

@@ -146,6 +146,7 @@ class OfferAdmin(ReadOnlyAdmin):
         "on_demand_price",
         "saving",
         "interruption_frequency",
+        "placement_score",
         "expected_cost",
         "observed_at",
         "source",
@@ -365,8 +366,15 @@ class PoolStatsAdmin(ReadOnlyAdmin):
             instance_type__name=OuterRef("instance_type"),
             region=OuterRef("region"),
             availability_zone=OuterRef("availability_zone"),
-        ).values("risk_bucket")[:1]
-        return super().get_queryset(request).annotate(catalog_bucket=Subquery(bucket))
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                catalog_bucket=Subquery(bucket.values("risk_bucket")[:1]),
+                catalog_placement_score=Subquery(bucket.values("placement_score")[:1]),
+            )
+        )
 
     def _estimate(self, stats: PoolStats):
         bucket = getattr(stats, "catalog_bucket", None)
@@ -375,6 +383,7 @@ class PoolStatsAdmin(ReadOnlyAdmin):
             risk_bucket=DEFAULT_BUCKET if bucket is None else bucket,
             pool=(stats.provider, stats.region, stats.availability_zone, stats.instance_type),
             market=stats.market,
+            placement_score=getattr(stats, "catalog_placement_score", None),
         )
 
     @admin.display(description="expected lifetime")

@@ -75,6 +75,10 @@ class Offer(models.Model):
     expected_cost = models.DecimalField(**MONEY)
     observed_at = models.DateTimeField()
     source = models.CharField(max_length=32, help_text="snapshot, or the price API that last set it")
+    # The cloud's own score of this pool's spot capacity (AWS's Spot placement score, 1-10), when it has one:
+    # the prior of the pool's refusal rate until the fleet has launched there (placement/selectors.py).
+    placement_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    placement_score_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -38,7 +38,8 @@ line is ``p = t * J / D``: the progress that, kept up, finishes exactly at the d
 3. From on demand back to spot only when ahead of the line by ``ahead_margin`` seconds of time,
    ``p >= (t + ahead_margin) * J / D``, by default one launch (``d``: hysteresis, it does not flap at the
    line, and after paying for the launch it is still on it); if no spot is to be
-   had it stays on demand.
+   had it stays on demand. Where pools carry a ``refusal_rate`` ``r``, only to a pool where the saving,
+   had with chance ``1 - r``, beats the relaunch on demand a refusal costs (:func:`worth_leaving_on_demand`).
 4. The paper's safety condition, in slack ``s = D - t - (J - p)`` (the time that may still be lost):
    with ``s < 2d + 2 tick`` it is on demand whatever the line says (one launch to get there, one more
    launch kept in reserve, a tick to notice each), and it launches spot (from nothing or from on
@@ -91,6 +92,9 @@ class Pool:
     # Added: seconds a spot instance here is expected to live once launched (the controller's or the wrapper's
     # survival estimate from its own preemptions); None = unknown: then a launch is taken to last the work left.
     expected_lifetime: float | None = None
+    # Added: the chance a spot launch here is refused now (the caller's record of launches and refusals, over
+    # a prior); None = unknown: then only ``refused`` says anything about capacity.
+    refusal_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,36 @@ def on_demand_pool(o: Observation) -> str | None:
     return min(o.pools, key=lambda pool: pool.on_demand_price * hours + pool.egress_cost).key
 
 
+def worth_leaving_on_demand(o: Observation, order: list[str]) -> list[str]:
+    """The pools of ``order`` worth leaving a live on-demand instance for, given the chance of a refusal.
+
+    Leaving is a gamble when the caller cannot try spot before letting on demand go (the product's
+    move releases the old instance first): with chance ``r`` the launch is refused and the job pays a
+    launch of ``d`` on demand again to get back; otherwise it saves on demand's cost minus the pool's
+    for the work left. A pool stays in the list while ``(1 - r) * saving > r * d * on_demand_price``.
+    Pools with no ``refusal_rate`` are kept (nothing is known against them).
+    """
+    hours = _hours_of_work_left(o)
+    d_hours = max(o.restart_overhead, 0.0) / SECONDS_PER_HOUR
+    by_key = {pool.key: pool for pool in o.pools}
+    current = by_key.get(o.pool) if o.pool is not None else None
+    worth = []
+    for key in order:
+        pool = by_key[key]
+        r = pool.refusal_rate
+        if r is None:
+            worth.append(key)
+            continue
+        od_price = current.on_demand_price if current is not None else pool.on_demand_price
+        cost = _finish_cost(pool, hours, o.restart_overhead)
+        if cost is None:
+            continue
+        saving = od_price * hours - cost
+        if (1.0 - min(max(r, 0.0), 1.0)) * saving > r * d_hours * od_price:
+            worth.append(key)
+    return worth
+
+
 def _try_spot(order: list[str], otherwise: Action) -> Action:
     if not order:
         return otherwise
@@ -305,7 +339,7 @@ class UniformProgress:
             margin = self.ahead_margin if self.ahead_margin is not None else d
             ahead = o.progress >= (o.elapsed + margin) * job / deadline
             if ahead and may_launch_spot:
-                return _try_spot(order, KEEP)  # 3. back to spot, else stay on demand
+                return _try_spot(worth_leaving_on_demand(o, order), KEEP)  # 3. back to spot, else stay
             return KEEP
         # Nothing runs (or it was reclaimed): 1.-2.
         if not may_launch_spot:

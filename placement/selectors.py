@@ -134,8 +134,24 @@ def _prior_hazard(risk_bucket: int) -> float:
     return -math.log(1 - frequency) / SECONDS_PER_MONTH
 
 
-def pool_estimate(*, stats: PoolStats | None, risk_bucket: int = DEFAULT_BUCKET, pool: Pool, market: str = "spot"):
-    """Expected spot lifetime and refusal rate of ``pool``: its decayed evidence over the catalog's prior."""
+def prior_refusal_rate(placement_score: int | None) -> float:
+    """The chance a launch is refused before the fleet has tried: a cloud's placement score read as the chance
+    of success (10 of 10: it will succeed), or with no score the default prior."""
+    if placement_score is None:
+        return PRIOR_REFUSALS / PRIOR_LAUNCHES
+    return 1.0 - min(max(placement_score, 1), 10) / 10.0
+
+
+def pool_estimate(
+    *,
+    stats: PoolStats | None,
+    risk_bucket: int = DEFAULT_BUCKET,
+    pool: Pool,
+    market: str = "spot",
+    placement_score: int | None = None,
+):
+    """Expected spot lifetime and refusal rate of ``pool``: its decayed evidence over the catalog's prior
+    (its interruption bucket) and, for the refusal rate, over the cloud's placement score where it has one."""
     if market != "spot":
         return PoolEstimate(pool, market, math.inf, 0.0, stats.instances_seen if stats else 0, 0, None)
     prior_preemptions = _prior_hazard(risk_bucket) * PRIOR_EXPOSURE_SECONDS
@@ -148,7 +164,7 @@ def pool_estimate(*, stats: PoolStats | None, risk_bucket: int = DEFAULT_BUCKET,
         pool=pool,
         market=market,
         expected_lifetime_seconds=1 / hazard,
-        refusal_rate=(refusals + PRIOR_REFUSALS) / (launches + PRIOR_LAUNCHES),
+        refusal_rate=(refusals + prior_refusal_rate(placement_score) * PRIOR_LAUNCHES) / (launches + PRIOR_LAUNCHES),
         instances_seen=stats.instances_seen if stats else 0,
         preemptions=stats.preemptions_total if stats else 0,
         last_refusal_at=stats.last_refusal_at if stats else None,
@@ -173,13 +189,17 @@ def pool_estimates(*, pools: Iterable[Pool], market: str = "spot") -> dict[Pool,
             instance_type__provider=provider, region=region, availability_zone=zone, instance_type__name=instance_type
         )
     fields = ("instance_type__provider", "region", "availability_zone", "instance_type__name")
-    buckets = {
-        tuple(row[name] for name in fields): row["risk_bucket"]
-        for row in Offer.objects.filter(offers).values(*fields, "risk_bucket")
+    catalog = {
+        tuple(row[name] for name in fields): (row["risk_bucket"], row["placement_score"])
+        for row in Offer.objects.filter(offers).values(*fields, "risk_bucket", "placement_score")
     }
     return {
         pool: pool_estimate(
-            stats=stats.get(pool), risk_bucket=buckets.get(pool, DEFAULT_BUCKET), pool=pool, market=market
+            stats=stats.get(pool),
+            risk_bucket=catalog.get(pool, (DEFAULT_BUCKET, None))[0],
+            pool=pool,
+            market=market,
+            placement_score=catalog.get(pool, (DEFAULT_BUCKET, None))[1],
         )
         for pool in pools
     }

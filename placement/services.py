@@ -17,10 +17,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
-from placement.clouds.base import CloudError, ObservedPrice, PriceSource, get_price_source
+from placement.clouds.base import CloudError, ObservedPlacementScore, ObservedPrice, PriceSource, get_price_source
 from placement.clouds.local.trace import trace_configured, trace_snapshot
 from placement.models import InstanceType, Offer, PoolBlock, PoolStats, PriceHistory, PriceRefresh
 from placement.optimizer import Pool
@@ -200,6 +200,9 @@ def catalog_refresh(
         )
     counts = prices_apply(provider=provider, prices=observed, source=f"{provider}-api")
     logger.info("price refresh for %s: %s", provider, counts)
+    scored = placement_scores_refresh(provider=provider, source=source, regions=regions)
+    if scored is not None:
+        logger.info("placement scores for %s: %s offers scored", provider, scored)
     return PriceRefresh.objects.create(
         provider=provider,
         regions=regions,
@@ -270,6 +273,50 @@ def prices_apply(*, provider: str, prices: Iterable[ObservedPrice], source: str)
         instance_types_refresh_bounds(type_ids={offer.instance_type_id for offer in touched})
     counts["offers_updated"], counts["prices_changed"] = len(touched), len(history)
     return counts
+
+
+def placement_scores_apply(*, provider: str, scores: Iterable[ObservedPlacementScore]) -> int:
+    """Write a cloud's placement scores onto the pools the catalog has; how many offers took one."""
+    latest = {
+        (score.instance_type, score.region, score.availability_zone): score
+        for score in scores
+        if score.provider == provider
+    }
+    touched = []
+    for offer in Offer.objects.select_related("instance_type").filter(
+        instance_type__provider=provider, region__in={key[1] for key in latest}
+    ):
+        score = latest.get((offer.instance_type.name, offer.region, offer.availability_zone))
+        if score is not None:
+            offer.placement_score, offer.placement_score_at = score.score, score.observed_at
+            touched.append(offer)
+    Offer.objects.bulk_update(touched, ["placement_score", "placement_score_at"], batch_size=BATCH_SIZE)
+    return len(touched)
+
+
+def placement_scores_refresh(*, provider: str, source: PriceSource, regions: list[str]) -> int | None:
+    """Ask ``source`` for placement scores when the last ones are older than ``PLACEMENT_SCORE_REFRESH_HOURS``.
+
+    The clouds limit how often an account may ask (AWS counts distinct requests per day), so this runs
+    at its own, slower pace beside the price refresh; a failure keeps the last scores. Returns how many
+    offers took a score, or None when it was not time (or it failed).
+    """
+    hours = settings.PLACEMENT_SCORE_REFRESH_HOURS
+    if hours == 0:
+        return None
+    newest = Offer.objects.filter(instance_type__provider=provider).aggregate(Max("placement_score_at"))
+    last = newest["placement_score_at__max"]
+    if last is not None and timezone.now() - last < timedelta(hours=hours):
+        return None
+    instance_types = settings.PLACEMENT_SCORE_INSTANCE_TYPES or sorted(
+        InstanceType.objects.filter(provider=provider).values_list("name", flat=True)
+    )
+    try:
+        scores = source.fetch_placement_scores(regions=regions, instance_types=instance_types)
+    except CloudError as exc:
+        logger.warning("placement scores for %s failed, keeping the last ones: %s", provider, exc.message)
+        return None
+    return placement_scores_apply(provider=provider, scores=scores) if scores else None
 
 
 # --- pool blocks --------------------------------------------------------------------

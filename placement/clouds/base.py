@@ -161,6 +161,18 @@ class ObservedPrice:
     on_demand_price: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class ObservedPlacementScore:
+    """How likely a cloud says a one-instance spot request in a pool is to succeed now: 1 (not likely) to 10."""
+
+    provider: str
+    region: str
+    availability_zone: str
+    instance_type: str
+    score: int
+    observed_at: datetime
+
+
 # --- normalised errors ----------------------------------------------------------
 
 
@@ -270,6 +282,10 @@ class PriceSource(ABC):
     @abstractmethod
     def fetch_spot_prices(self, *, regions: list[str]) -> list[ObservedPrice]:
         """Current spot prices for the given regions; raises ``CloudError`` on failure."""
+
+    def fetch_placement_scores(self, *, regions: list[str], instance_types: list[str]) -> list[ObservedPlacementScore]:
+        """The cloud's own score of each pool's spot capacity, where it publishes one (AWS); none by default."""
+        return []
 
 
 # --- registry -------------------------------------------------------------------

@@ -16,8 +16,9 @@ which takes seconds; without AMI validation, moto launches any ``ami-...`` id).
 
 from __future__ import annotations
 
+import contextlib
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -83,3 +84,38 @@ def loopback_subnet(
     vpc_id = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=availability_zone)
     return subnet["Subnet"]["SubnetId"]
+
+
+@contextlib.contextmanager
+def spot_placement_scores(
+    scores: Mapping[tuple[str, str], int], *, error: tuple[str, str] | None = None
+) -> Iterator[None]:
+    """moto answers EC2 ``GetSpotPlacementScores``, which it lacks, with ``scores`` (or AWS's ``error``).
+
+    ``scores`` maps (instance type, zone name) to a score 1-10; the answer names each zone by its
+    id, as AWS does, with ``Region``, ``AvailabilityZoneId`` and ``Score`` per zone of the regions
+    asked about, for requests of one instance type with ``SingleAvailabilityZone``. ``error``:
+    (code, message) of the error every request gets instead, e.g. ``UnauthorizedOperation``.
+    """
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.responses import EC2Response
+
+    def get_spot_placement_scores(self) -> ActionResult:
+        if error is not None:
+            raise EC2ClientError(*error)
+        instance_types = self._get_param("InstanceTypes", [])
+        answer = []
+        for region in self._get_param("RegionNames", []):
+            for zone in ec2_backends[self.current_account][region].describe_availability_zones():
+                score = next((scores[(t, zone.name)] for t in instance_types if (t, zone.name) in scores), None)
+                if score is not None:
+                    answer.append({"Region": region, "AvailabilityZoneId": zone.zone_id, "Score": score})
+        return ActionResult({"SpotPlacementScores": answer})
+
+    EC2Response.get_spot_placement_scores = get_spot_placement_scores
+    try:
+        yield
+    finally:
+        del EC2Response.get_spot_placement_scores

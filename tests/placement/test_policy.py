@@ -391,3 +391,19 @@ def test_the_wrapper_learns_that_a_zone_keeps_dying_and_the_policy_then_prefers_
     assert wrapper.observation(seen(tick)).pools[0].expected_lifetime == pytest.approx(lifetimes[0])
     # a is cheaper, but its instances die soon after the launch is paid: b is tried first.
     assert wrapper.act(seen(tick + 10)) == replay.LaunchSpot(1, (0,), replay.LaunchOD(0))
+
+
+def test_it_leaves_on_demand_only_for_a_pool_whose_saving_outweighs_a_likely_refusal():
+    # 33 h of work left: on demand at $3/h against spot at $0.9/h saves about $70; a refusal costs a 720 s
+    # relaunch on demand ($0.60). Only a pool all but certain to refuse is not worth the gamble.
+    likely = ahead_by(MARGIN, market="on_demand", pool="a", pools=pools(("a", 0.9, {"refusal_rate": 0.9})))
+    assert act(likely) == LaunchSpot("a", (), Keep())
+    hopeless = ahead_by(MARGIN, market="on_demand", pool="a", pools=pools(("a", 0.9, {"refusal_rate": 0.995})))
+    assert act(hopeless) == Keep()
+    mixed = pools(("a", 0.9, {"refusal_rate": 0.995}), ("b", 1.0, {"refusal_rate": 0.1}))
+    assert act(ahead_by(MARGIN, market="on_demand", pool="a", pools=mixed)) == LaunchSpot("b", (), Keep())
+
+
+def test_a_refusal_rate_does_not_change_a_launch_from_nothing():
+    options = pools(("a", 0.9, {"refusal_rate": 0.995}), ("b", 1.0))
+    assert act(behind(pools=options)) == act(behind(pools=pools(("a", 0.9), ("b", 1.0))))

@@ -15,7 +15,9 @@ from placement.clouds.aws import AwsPriceSource
 from placement.clouds.azure import AzurePriceSource
 from placement.clouds.gcp import GcpPriceSource
 from placement.models import Offer, PriceHistory, PriceRefresh
+from placement.selectors import pool_estimates
 from placement.services import catalog_load_snapshot, catalog_refresh
+from tests.placement.aws_fake import spot_placement_scores
 from tests.placement.fakes import FakeAzureRetailPrices, FakeCloudBilling, azure_item, gcp_sku
 
 pytestmark = pytest.mark.django_db
@@ -230,7 +232,7 @@ def aws_credentials(monkeypatch):
 
 
 def test_aws_spot_prices_are_read_per_zone_from_describe_spot_price_history(snapshot, aws_credentials):
-    with mock_aws():
+    with mock_aws(), spot_placement_scores({}):
         refresh = catalog_refresh(provider="aws", regions=["us-east-1"], source=AwsPriceSource())
 
     assert refresh.status == PriceRefresh.Status.SUCCEEDED, refresh.error
@@ -241,6 +243,37 @@ def test_aws_spot_prices_are_read_per_zone_from_describe_spot_price_history(snap
         assert m6i.on_demand_price == Decimal("0.096000")  # not in this API: kept
     assert offer("m6i.large", "us-west-2a").source == "snapshot"
     assert refresh.prices_changed >= 2 and refresh.unknown_pools > 0  # zones the catalog does not hold
+
+
+def test_aws_placement_scores_become_each_pools_prior_refusal_rate_once_a_day(snapshot, aws_credentials, settings):
+    settings.PLACEMENT_SCORE_INSTANCE_TYPES = ["m6i.large"]
+    pools = [("aws", "us-east-1", zone, "m6i.large") for zone in ("us-east-1a", "us-east-1b")]
+    before = pool_estimates(pools=pools)
+    with mock_aws(), spot_placement_scores({("m6i.large", "us-east-1a"): 9, ("m6i.large", "us-east-1b"): 2}):
+        refresh = catalog_refresh(provider="aws", regions=["us-east-1"], source=AwsPriceSource())
+    assert refresh.status == PriceRefresh.Status.SUCCEEDED, refresh.error
+    assert (offer("m6i.large", "us-east-1a").placement_score, offer("m6i.large", "us-east-1b").placement_score) == (
+        9,
+        2,
+    )
+    after = pool_estimates(pools=pools)
+    assert after[pools[0]].refusal_rate == pytest.approx(0.1)  # 9 of 10: one launch in ten refused
+    assert after[pools[1]].refusal_rate == pytest.approx(0.8)
+    assert before[pools[1]].refusal_rate == pytest.approx(0.1)  # no score: the default prior
+
+    # Within the day the scores are not asked again (the cloud limits how often): the next refresh keeps them.
+    with mock_aws(), spot_placement_scores({("m6i.large", "us-east-1b"): 10}):
+        catalog_refresh(provider="aws", regions=["us-east-1"], source=AwsPriceSource())
+    assert offer("m6i.large", "us-east-1b").placement_score == 2
+
+
+def test_a_refused_placement_score_request_keeps_the_prices_and_the_last_scores(snapshot, aws_credentials, settings):
+    settings.PLACEMENT_SCORE_INSTANCE_TYPES = ["m6i.large"]
+    denied = ("UnauthorizedOperation", "You are not authorized to perform: ec2:GetSpotPlacementScores")
+    with mock_aws(), spot_placement_scores({}, error=denied):
+        refresh = catalog_refresh(provider="aws", regions=["us-east-1"], source=AwsPriceSource())
+    assert refresh.status == PriceRefresh.Status.SUCCEEDED, refresh.error
+    assert offer("m6i.large", "us-east-1a").placement_score is None
 
 
 def test_aws_refresh_without_any_instance_type_in_the_catalog_fails_cleanly(db, aws_credentials):

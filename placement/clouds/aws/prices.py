@@ -3,6 +3,11 @@
 Asked with ``StartTime`` = now, the API answers the price in effect in each zone for
 each instance type (Linux/UNIX), paginated with ``NextToken``. On-demand prices are not
 in this API, so a refresh leaves them as the catalog has them.
+
+Spot placement scores (``GetSpotPlacementScores``, 1-10: how likely a request for one
+instance is to succeed in a zone) are asked one instance type at a time, for the regions
+refreshed, with ``SingleAvailabilityZone``; the answer names zones by id (``use1-az1``), which
+``DescribeAvailabilityZones`` of each region maps to the names the catalog uses.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from placement.clouds.aws.errors import PROVIDER, normalise_error
-from placement.clouds.base import CloudError, ObservedPrice, PermanentCloudError, PriceSource, TransientCloudError
+from placement.clouds.base import (
+    CloudError,
+    ObservedPlacementScore,
+    ObservedPrice,
+    PermanentCloudError,
+    PriceSource,
+    TransientCloudError,
+)
 
 
 class AwsPriceSource(PriceSource):
@@ -42,6 +54,64 @@ class AwsPriceSource(PriceSource):
             except BotoCoreError as exc:
                 raise normalise_error(exc, context=region) from None
         return prices
+
+    def fetch_placement_scores(self, *, regions: list[str], instance_types: list[str]) -> list[ObservedPlacementScore]:
+        if not regions or not instance_types:
+            return []
+        observed_at = timezone.now()
+        try:
+            zone_names = {
+                zone_id: (region, name) for region in regions for zone_id, name in self._zones(region).items()
+            }
+            client = boto3.client("ec2", region_name=regions[0], config=self.config)
+            scores = []
+            for instance_type in instance_types:
+                for item in self._scores(client, instance_type, regions):
+                    region, zone = zone_names.get(item.get("AvailabilityZoneId", ""), (item.get("Region", ""), ""))
+                    if not zone or not 1 <= int(item["Score"]) <= 10:
+                        continue  # a zone of a region not asked about, or a score outside the documented scale
+                    scores.append(
+                        ObservedPlacementScore(
+                            provider=self.provider,
+                            region=region,
+                            availability_zone=zone,
+                            instance_type=instance_type,
+                            score=int(item["Score"]),
+                            observed_at=observed_at,
+                        )
+                    )
+            return scores
+        except ClientError as exc:
+            raise self._client_error(exc, ",".join(regions)) from None
+        except BotoCoreError as exc:
+            raise normalise_error(exc, context=",".join(regions)) from None
+        except (KeyError, ValueError) as exc:
+            raise PermanentCloudError(f"unexpected placement score answer ({exc})", provider=self.provider) from None
+
+    def _zones(self, region: str) -> dict[str, str]:
+        client = boto3.client("ec2", region_name=region, config=self.config)
+        zones = client.describe_availability_zones(Filters=[{"Name": "region-name", "Values": [region]}])
+        return {zone["ZoneId"]: zone["ZoneName"] for zone in zones["AvailabilityZones"] if "ZoneId" in zone}
+
+    @staticmethod
+    def _scores(client, instance_type: str, regions: list[str]) -> list[dict]:
+        items, token = [], None
+        while True:
+            params = {
+                "InstanceTypes": [instance_type],
+                "TargetCapacity": 1,
+                "TargetCapacityUnitType": "units",
+                "SingleAvailabilityZone": True,
+                "RegionNames": regions,
+                "MaxResults": 1000,
+            }
+            if token:
+                params["NextToken"] = token
+            page = client.get_spot_placement_scores(**params)
+            items.extend(page.get("SpotPlacementScores", []))
+            token = page.get("NextToken")
+            if not token:
+                return items
 
     @staticmethod
     def _instance_types() -> list[str]:
