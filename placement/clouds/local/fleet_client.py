@@ -79,14 +79,10 @@ def _ask(message: dict[str, Any], *, timeout: float = _ASK_TIMEOUT_SECONDS) -> d
     """The host's answer, or None when no host listens. ``HostUnavailable`` when one runs but does not answer."""
     try:
         return fleet_host.control_ask(fleet_host.control_path(state_dir()), message, timeout=timeout)
-    except (FileNotFoundError, ConnectionRefusedError):
+    except (OSError, ValueError) as error:  # no socket, refused, reset (a host dying), timed out, half an answer
         if _recorded_host_alive():
-            raise HostUnavailable(
-                "local cloud: the fleet host runs but its control socket does not answer", provider="local"
-            ) from None
+            raise HostUnavailable(f"local cloud: the fleet host did not answer ({error!r})", provider="local") from None
         return None
-    except (TimeoutError, ConnectionResetError, ValueError) as error:
-        raise HostUnavailable(f"local cloud: the fleet host did not answer ({error!r})", provider="local") from None
 
 
 def _answered(answer: dict[str, Any]) -> dict[str, Any]:
