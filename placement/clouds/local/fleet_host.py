@@ -150,6 +150,9 @@ class _RoutedStream:
     def flush(self) -> None:
         self.fallback.flush()
 
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty...: the stream it stands in for
+        return getattr(self.fallback, name)
+
 
 def _append(path: str, text: str) -> None:
     try:
@@ -179,13 +182,13 @@ class Hosted:
         "started_at",
     )
 
-    def __init__(self, agent: Agent, *, address: str, port: int, ready_at: float, log_path: str) -> None:
+    def __init__(self, agent: Agent, *, address: str, port: int, boot_delay_seconds: float, log_path: str) -> None:
         self.agent = agent
         self.address = address
         self.port = port
         self.server: asyncio.AbstractServer | None = None
         self.started_at = time.time()
-        self.ready_at = ready_at
+        self.ready_at = ready_at = self.started_at + boot_delay_seconds  # as the adapter counts it
         self.restored = not agent.durable  # a durable instance boots once it has restored its checkpoint
         self.next_report = ready_at + agent.progress_every
         self.next_checkpoint = ready_at + agent.checkpoint_every
@@ -362,21 +365,23 @@ class FleetHost:
                 die_after = float(env["AGENT_DIE_AFTER_SECONDS"]) if env.get("AGENT_DIE_AFTER_SECONDS") else None
             except ValueError as error:
                 return {"ok": False, "error": f"bad configuration of the agent ({error})", "permanent": True}
+            port, boot_delay_seconds = int(request["port"]), float(request["boot_delay_seconds"])
             try:
-                address, sock = self._bind(int(request["port"]))
+                address, sock = self._bind(port)
             except PortUnavailable as error:
                 return {"ok": False, "error": str(error), "permanent": True}
             except OSError as error:
                 return {"ok": False, "error": f"cannot listen for {instance_id}: {error}", "permanent": False}
-            ready_at = time.time() + float(request["boot_delay_seconds"])
-            port = int(request["port"])
-            hosted = Hosted(agent, address=address, port=port, ready_at=ready_at, log_path=request["log"])
-            hosted.server = await asyncio.start_server(
-                lambda reader, writer: self._serve(hosted, reader, writer), sock=sock, limit=_HEAD_LIMIT
+            hosted = Hosted(
+                agent, address=address, port=port, boot_delay_seconds=boot_delay_seconds, log_path=request["log"]
             )
+            # Registered before the first await: a concurrent start sees the instance and its address taken.
             self.instances[instance_id] = hosted
             self.addresses_used.add(address)
             self.ended.pop(instance_id, None)
+            hosted.server = await asyncio.start_server(
+                lambda reader, writer: self._serve(hosted, reader, writer), sock=sock, limit=_HEAD_LIMIT
+            )
             hosted.log(f"workload agent {instance_id} listening on {address}:{hosted.port} (fleet host {self.host_id})")
             if agent.durable:
                 self._background(hosted, agent.restore, done=lambda _: setattr(hosted, "restored", True))

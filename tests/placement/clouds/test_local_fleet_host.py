@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from accounts.tokens import agent_token_for
+from agent.checkpoint import StorageClient
 from placement.clouds import base, local
 from placement.clouds.base import InstanceInfo, InstanceState, Market
 from tests.placement.test_local_cloud import REGION, answer, eventually, http, make_request, state_of, wait_for_state
+from tests.storage.conftest import embedded, storage_workload  # noqa: F401 (embedded is a fixture)
 
 # Every fleet instance listens on the port it asks for, on an address of its own.
 PORT = 18080
@@ -101,7 +104,7 @@ def test_a_spot_instance_gets_its_notice_reports_it_and_progress_then_is_reclaim
 ) -> None:
     api = webhook_receiver.url.removesuffix("/hooks")
     token = "wat_secret"
-    env = {"ARBITRAGE_API_URL": api, "WORKLOAD_AGENT_TOKEN": token, "AGENT_PROGRESS_SECONDS": "1"}
+    env = {"ARBITRAGE_API_URL": api, "WORKLOAD_AGENT_TOKEN": token, "AGENT_PROGRESS_SECONDS": "0.5"}
     env["AGENT_WORK_SECONDS"] = "1"
     info = create(aws, "spot", env=env)
     on_demand = create(aws, "on-demand", market=Market.ON_DEMAND)
@@ -112,7 +115,7 @@ def test_a_spot_instance_gets_its_notice_reports_it_and_progress_then_is_reclaim
     assert finished[0]["json"] == {"completed_seconds": 1, "finished": True}
     assert finished[0]["headers"]["Authorization"] == f"Bearer {token}"
 
-    reclaim_at = local.interruption_notice(info.instance_id, grace_seconds=1)
+    reclaim_at = local.interruption_notice(info.instance_id, grace_seconds=0.5)
 
     notice = eventually(
         lambda: [entry["json"] for entry in webhook_receiver.received if "reason" in entry["json"]], "the report"
@@ -157,6 +160,34 @@ def test_health_switches_and_faults_work_as_on_a_process(aws: local.LocalCloud) 
     local.faults_set(no_capacity_pools=[{"instance_type": "m5.large"}])
     with pytest.raises(base.CapacityError):
         create(aws, "no-room")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("embedded")
+def test_a_durable_instance_checkpoints_when_asked_and_the_next_one_restores_it(
+    aws: local.LocalCloud, customer: Any, live_server: Any, settings: Any
+) -> None:
+    settings.PUBLIC_API_URL = live_server.url  # where the embedded storage's signed URLs point
+    workload = storage_workload(customer)
+    env = {
+        "ARBITRAGE_API_URL": live_server.url,
+        "WORKLOAD_AGENT_TOKEN": agent_token_for(workload.id),
+        "WORKLOAD_STORAGE_ENABLED": "1",
+    }
+    tags = {base.MANAGED_BY_TAG: base.MANAGED_BY_VALUE, "workload-id": str(workload.id)}
+    first = create(aws, "first", env=env, tags=tags)
+    eventually(lambda: http(first, "/")[1].get("progress", 0) >= 1, "some work done")
+
+    status, saved = http(first, "/_agent/checkpoint", body=b"")
+    assert status == 200 and saved["checkpoint"]
+    storage = StorageClient(live_server.url, env["WORKLOAD_AGENT_TOKEN"])
+    latest = storage.latest_checkpoint()
+    assert latest["checkpoint_id"] == saved["checkpoint"] and latest["manifest"]["metadata"]["final"] is True
+    aws.terminate_instance(first.instance_id, REGION)
+
+    second = create(aws, "second", env=env, tags=tags)
+    restored = eventually(lambda: http(second, "/")[1].get("restored_progress"), "the restore")
+    assert restored == latest["manifest"]["metadata"]["progress"] >= 1
 
 
 def test_a_custom_command_is_refused_on_the_fleet_host(aws: local.LocalCloud, settings: Any) -> None:
