@@ -340,12 +340,21 @@ SPECTACULAR_SETTINGS = {
 # --- Local cloud --------------------------------------------------------------
 # The `local` backend runs each instance as a process on this machine, with its
 # state, logs and injected faults under VAR_DIR/local-cloud/ (docs/architecture.md §8).
+# "fleet": one long-running host process serves every new instance instead, each on a loopback
+# address of its own (placement/clouds/local/fleet_host.py), so 10,000 instances fit on one machine.
+LOCAL_CLOUD_HOST_MODE = env_str("LOCAL_CLOUD_HOST_MODE", "process")
+if LOCAL_CLOUD_HOST_MODE not in ("process", "fleet"):
+    raise ConfigError("LOCAL_CLOUD_HOST_MODE", f"expected process or fleet, got {LOCAL_CLOUD_HOST_MODE!r}")
 # A new instance reports "pending" this long, like a booting VM.
 LOCAL_CLOUD_BOOT_DELAY_MS = env_int("LOCAL_CLOUD_BOOT_DELAY_MS", 2000, minimum=0, maximum=600_000)
 # How long terminate waits after SIGTERM before it sends SIGKILL.
 # Customer ``command``s run on this machine: off unless the operator accepts that, and then each
 # instance runs in a bubblewrap sandbox (placement/clouds/local/sandbox.py, docs/clouds.md).
 LOCAL_CLOUD_ALLOW_COMMANDS = env_bool("LOCAL_CLOUD_ALLOW_COMMANDS", False)
+if LOCAL_CLOUD_ALLOW_COMMANDS and LOCAL_CLOUD_HOST_MODE == "fleet":
+    raise ConfigError(
+        "LOCAL_CLOUD_ALLOW_COMMANDS", "cannot be on with LOCAL_CLOUD_HOST_MODE=fleet (its host runs only the agent)"
+    )
 # A recorded spot trace (placement/clouds/local/trace.py, docs/clouds.md): its zones' capacity and
 # prices, on a clock LOCAL_CLOUD_TRACE_SPEED times faster than the wall's.
 LOCAL_CLOUD_TRACE_AVAILABILITY = env_str("LOCAL_CLOUD_TRACE_AVAILABILITY")

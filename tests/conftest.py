@@ -94,9 +94,7 @@ def local_cloud_clean():
     local.faults_clear()
     yield local
     local.faults_clear()
-    for info in local.instances_all():
-        if local.process_alive(info.instance_id):
-            local.LocalCloud("aws").terminate_instance(info.instance_id, info.region)
+    local.terminate_all()  # every instance, and the fleet host if a test started one
 
 
 @pytest.fixture

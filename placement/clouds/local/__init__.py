@@ -15,6 +15,8 @@ restarted worker) sees the same cloud.
 * ``processes``: launching an instance, telling whether it still runs, stopping it.
 * ``launcher``: the launcher and the per-instance supervisor, standard library only,
   run in processes of their own.
+* ``fleet_host`` and ``fleet_client``: with ``LOCAL_CLOUD_HOST_MODE=fleet``, one host process
+  serving every new instance, and the adapter's side of it (``fleet_host_pid``).
 * ``faults``: injected faults (``faults_set``), shared by every process.
 
 Importing the package registers the ``local`` backend (``CLOUD_BACKENDS``).
@@ -22,6 +24,7 @@ Importing the package registers the ``local`` backend (``CLOUD_BACKENDS``).
 
 from placement.clouds.local.adapter import (
     CommandsDisabled,
+    FleetCommandsUnsupported,
     InstanceNotInterruptible,
     LocalCloud,
     instance_log_path,
@@ -33,6 +36,7 @@ from placement.clouds.local.adapter import (
     terminate_all,
 )
 from placement.clouds.local.faults import faults_clear, faults_get, faults_set
+from placement.clouds.local.fleet_client import host_pid as fleet_host_pid
 
 # The records themselves, for tests that age or rewrite one (tests/fleet/test_reconciliation.py).
 from placement.clouds.local.store import load as _load  # noqa: F401
@@ -40,11 +44,13 @@ from placement.clouds.local.store import save as _save  # noqa: F401
 
 __all__ = [
     "CommandsDisabled",
+    "FleetCommandsUnsupported",
     "InstanceNotInterruptible",
     "LocalCloud",
     "faults_clear",
     "faults_get",
     "faults_set",
+    "fleet_host_pid",
     "instance_log_path",
     "instance_pid",
     "instances_all",

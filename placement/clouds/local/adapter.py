@@ -5,6 +5,11 @@ One ``LocalCloud`` per provider it stands in for; all of them share one state di
 free loopback port under the machine-wide lock, then launches the instance
 (``processes``) unless an injected fault says otherwise (``faults``).
 
+Where an instance runs is chosen at its create by ``LOCAL_CLOUD_HOST_MODE``: a process of its
+own (``process``), or an instance of the one fleet host (``fleet``: ``fleet_client``, on an
+address of its own in 127.0.0.0/8 and the request's health-check port). Its record says which
+(a fleet instance's names its host, ``host_id``), and every later call follows the record.
+
 Markets, as the real clouds have them: the record keeps the request's market. A spot
 instance can be refused for capacity (``no_capacity_pools``), interrupted (``interrupt``)
 and given an interruption notice (``interruption_notice``). An on-demand one is never
@@ -31,6 +36,7 @@ from typing import Any
 from django.conf import settings
 
 # By module path, not "from placement.clouds.local import ...": the package's __init__ imports this module.
+import placement.clouds.local.fleet_client as fleet_client
 import placement.clouds.local.processes as processes
 import placement.clouds.local.store as store
 from placement.clouds import base
@@ -42,13 +48,15 @@ from placement.clouds.local.trace import spot_available, traced_zone
 
 logger = logging.getLogger("placement.clouds.local")
 
-# Variables of this process an instance inherits; everything else (secrets,
-# DATABASE_URL, ...) stays out, as it would on a real VM.
-_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+_FINAL_STATES = {InstanceState.TERMINATED, InstanceState.FAILED, InstanceState.PREEMPTED}
 
 
 class CommandsDisabled(base.PermanentCloudError):
     """A request carried a custom command and the operator has not enabled them on the local cloud."""
+
+
+class FleetCommandsUnsupported(base.PermanentCloudError):
+    """A request carried a custom command and the local cloud runs its instances on the fleet host."""
 
 
 class InstanceNotInterruptible(base.CloudError):
@@ -74,16 +82,29 @@ def _exit_reason(instance_id: str) -> tuple[str, float | None]:
     return f"process exited with status {status}", exit_info["exited_at"]
 
 
-def _observe(record: Mapping[str, Any]) -> tuple[InstanceState, str]:
-    """The state a caller sees: the stored state, or for a launched instance what its process says."""
+def _hosted(record: Mapping[str, Any]) -> bool:
+    """Whether the instance runs on the fleet host (rather than as a process of its own)."""
+    return bool(record.get("host_id"))
+
+
+def _view_for(records: list[dict[str, Any]]) -> fleet_client.HostView | None:
+    """One question to the fleet host about every fleet instance among ``records`` still to be observed."""
+    ids = [record["instance_id"] for record in records if _hosted(record) and record["state"] not in _FINAL_STATES]
+    return fleet_client.host_view(ids) if ids else None
+
+
+def _observe(record: Mapping[str, Any], view: fleet_client.HostView | None = None) -> tuple[InstanceState, str]:
+    """The state a caller sees: the stored state, or for a launched instance what its process (or host) says."""
     stored = InstanceState(record["state"])
     reason = record.get("state_reason", "")
-    if stored in {InstanceState.TERMINATED, InstanceState.FAILED, InstanceState.PREEMPTED}:
+    if stored in _FINAL_STATES:
         return stored, reason
     if record.get("reclaim_at") and time.time() >= record["reclaim_at"] and stored is not InstanceState.STOPPING:
         return InstanceState.PREEMPTED, "spot interruption (after notice)"
     if stored is not InstanceState.STOPPING and _trace_reclaims(record):
         return InstanceState.PREEMPTED, f"spot interruption (no capacity in {record['availability_zone']} in the trace)"
+    if _hosted(record):
+        return _observe_hosted(record, stored, reason, view or fleet_client.host_view([record["instance_id"]]))
     running = processes.running(record)
     if stored is InstanceState.STOPPING:
         return (InstanceState.STOPPING if running else InstanceState.TERMINATED), reason
@@ -96,6 +117,32 @@ def _observe(record: Mapping[str, Any]) -> tuple[InstanceState, str]:
     return InstanceState.FAILED, reason
 
 
+def _observe_hosted(
+    record: Mapping[str, Any], stored: InstanceState, reason: str, view: fleet_client.HostView
+) -> tuple[InstanceState, str]:
+    running = view.runs(record)
+    if stored is InstanceState.STOPPING:
+        return (InstanceState.STOPPING if running else InstanceState.TERMINATED), reason
+    booted_at = record["launched_at"] + record["boot_delay_seconds"]
+    if running:
+        return (InstanceState.RUNNING if time.time() >= booted_at else InstanceState.PENDING), ""
+    if view.host_gone(record):
+        return InstanceState.TERMINATED, "the fleet host that ran it stopped, and its instances with it"
+    ending = view.ending(record)
+    if ending is None:
+        return InstanceState.FAILED, "agent stopped (status unknown)"
+    reason = f"agent exited with status {ending['status']}"
+    return InstanceState.FAILED, reason + (" during boot" if ending["ended_at"] < booted_at else "")
+
+
+def _stop(record: Mapping[str, Any]) -> None:
+    """Stop the instance, wherever it runs."""
+    if _hosted(record):
+        fleet_client.instance_stop(record)
+    else:
+        processes.stop(record)
+
+
 def _trace_reclaims(record: Mapping[str, Any]) -> bool:
     """A spot instance in a pool that follows a trace, whose zone the trace now says has no capacity."""
     if _market(record) is not Market.SPOT:
@@ -104,15 +151,15 @@ def _trace_reclaims(record: Mapping[str, Any]) -> bool:
     return zone is not None and not spot_available(zone)
 
 
-def _info(record: Mapping[str, Any]) -> InstanceInfo:
-    state, reason = _observe(record)
+def _info(record: Mapping[str, Any], view: fleet_client.HostView | None = None) -> InstanceInfo:
+    state, reason = _observe(record, view)
     return InstanceInfo(
         instance_id=record["instance_id"],
         state=state,
         region=record["region"],
         availability_zone=record["availability_zone"],
         instance_type=record["instance_type"],
-        public_ip="127.0.0.1",
+        public_ip=record.get("address", "127.0.0.1"),
         service_port=record["port"],
         tags=dict(record["tags"]),
         launched_at=datetime.fromtimestamp(record["launched_at"], tz=UTC),
@@ -121,10 +168,13 @@ def _info(record: Mapping[str, Any]) -> InstanceInfo:
     )
 
 
-def _settle(record: dict[str, Any]) -> dict[str, Any]:
-    """Store a failure once it is seen, so it reads the same later (a transition the process cannot undo)."""
-    state, reason = _observe(record)
-    if state not in {InstanceState.FAILED, InstanceState.PREEMPTED} or record["state"] == state:
+def _settle(record: dict[str, Any], view: fleet_client.HostView | None = None) -> dict[str, Any]:
+    """Store an end once it is seen, so it reads the same later (a transition the process cannot undo).
+
+    A process-mode instance ends here failed or preempted; a fleet instance also terminated, when its host is gone.
+    """
+    state, reason = _observe(record, view)
+    if state not in _FINAL_STATES or record["state"] == state:
         return record
     with store.locked():
         current = store.load(record["instance_id"])
@@ -133,7 +183,7 @@ def _settle(record: dict[str, Any]) -> dict[str, Any]:
         current.update(state=state.value, state_reason=reason)
         store.save(current)
     if state is InstanceState.PREEMPTED:
-        processes.stop(current)  # the notice's time has come: the cloud takes the instance back
+        _stop(current)  # the notice's time has come: the cloud takes the instance back
     return current
 
 
@@ -183,6 +233,14 @@ class LocalCloud(base.CloudAdapter):
     def create_instance(self, request: InstanceRequest) -> InstanceInfo:
         if not request.idempotency_token:
             raise base.PermanentCloudError("an idempotency token is required", provider=self.provider)
+        hosted = settings.LOCAL_CLOUD_HOST_MODE == "fleet"
+        if request.command and hosted:
+            raise FleetCommandsUnsupported(
+                "local cloud: custom commands cannot run on the fleet host (LOCAL_CLOUD_HOST_MODE=fleet), which "
+                "runs only the sample agent; use LOCAL_CLOUD_HOST_MODE=process for a command",
+                provider=self.provider,
+                code="FleetCommandsUnsupported",
+            )
         if request.command and not settings.LOCAL_CLOUD_ALLOW_COMMANDS:
             raise CommandsDisabled(
                 "local cloud: custom commands are disabled (LOCAL_CLOUD_ALLOW_COMMANDS is off): instances here "
@@ -202,13 +260,21 @@ class LocalCloud(base.CloudAdapter):
                 zone = traced_zone(self.provider, request.availability_zone, request.instance_type)
                 if request.market is Market.SPOT and zone is not None and not spot_available(zone):
                     raise capacity_refusal(self.provider, request)  # the trace has no capacity there now
-                port = _reserve_port()
-            try:
-                record = self._start(instance_id, request, faults, port)
-            finally:
-                (store.root_dir() / "ports" / str(port)).unlink(missing_ok=True)
+                port = None if hosted else _reserve_port()
+            if port is None:
+                record = self._start_hosted(instance_id, request, faults)
+            else:
+                try:
+                    record = self._start(instance_id, request, faults, port)
+                finally:
+                    (store.root_dir() / "ports" / str(port)).unlink(missing_ok=True)
         logger.info(
-            "local cloud: %s %s instance %s on port %s", self.provider, request.market, instance_id, record["port"]
+            "local cloud: %s %s instance %s on %s:%s",
+            self.provider,
+            request.market,
+            instance_id,
+            record.get("address", "127.0.0.1"),
+            record["port"],
         )
         if faults["create_delay_seconds"]:
             threading.Event().wait(faults["create_delay_seconds"])  # the injected slow answer
@@ -229,7 +295,52 @@ class LocalCloud(base.CloudAdapter):
                 env.update(HOME=str(directory), TMPDIR="/tmp")
             launch = processes.launch(instance_id, launched_argv, env, port)
         # else: a create that launched this instance died before recording it; adopt the process.
-        record = {
+        record = self._record(
+            instance_id,
+            request,
+            command=argv,
+            port=launch["port"],
+            launched_at=launch["started_at"],
+            pid=launch["pid"],
+            pid_start=launch["pid_start"],
+            supervisor_pid=launch["supervisor_pid"],
+            supervisor_start=launch["supervisor_start"],
+        )
+        store.save(record)
+        return record
+
+    def _start_hosted(self, instance_id: str, request: InstanceRequest, faults: dict[str, Any]) -> dict[str, Any]:
+        """Start the instance on the fleet host (starting the host if none runs) and record it.
+
+        Call with the token's lock held. A create that started it and died before recording it is
+        answered by the host with the running instance, which is adopted.
+        """
+        port = request.health_check_port  # every instance has an address of its own, so its port is the asked one
+        started = fleet_client.instance_start(
+            instance_id=instance_id,
+            env=self._environment(instance_id, request, port, faults),
+            port=port,
+            boot_delay_seconds=settings.LOCAL_CLOUD_BOOT_DELAY_MS / 1000,
+            log_path=instance_log_path(instance_id),
+        )
+        record = self._record(
+            instance_id,
+            request,
+            command=[],
+            port=started["port"],
+            launched_at=started["started_at"],
+            address=started["address"],
+            host_id=started["host_id"],
+            pid=None,
+            pid_start=None,
+            supervisor_pid=None,
+            supervisor_start=None,
+        )
+        store.save(record)
+        return record
+
+    def _record(self, instance_id: str, request: InstanceRequest, **launched: Any) -> dict[str, Any]:
+        return {
             "instance_id": instance_id,
             "provider": self.provider,
             "idempotency_token": request.idempotency_token,
@@ -239,24 +350,16 @@ class LocalCloud(base.CloudAdapter):
             "max_price_per_hour": str(request.max_price_per_hour),
             "market": request.market.value,
             "tags": dict(request.tags),
-            "command": argv,
-            "port": launch["port"],
-            "launched_at": launch["started_at"],
             "boot_delay_seconds": settings.LOCAL_CLOUD_BOOT_DELAY_MS / 1000,
             "state": InstanceState.PENDING.value,
             "state_reason": "",
-            "pid": launch["pid"],
-            "pid_start": launch["pid_start"],
-            "supervisor_pid": launch["supervisor_pid"],
-            "supervisor_start": launch["supervisor_start"],
+            **launched,
         }
-        store.save(record)
-        return record
 
     def _environment(
         self, instance_id: str, request: InstanceRequest, port: int, faults: dict[str, Any]
     ) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+        env = {name: os.environ[name] for name in processes.INHERITED_ENV if name in os.environ}
         env.update(PYTHONPATH=str(settings.BASE_DIR), PYTHONUNBUFFERED="1")
         env.update(request.env)
         env.update(PORT=str(port), INSTANCE_ID=instance_id, PROVIDER=self.provider)
@@ -285,7 +388,8 @@ class LocalCloud(base.CloudAdapter):
                 provider=self.provider,
                 code="InvalidInstanceID.NotFound",
             )
-        return _info(_settle(record))
+        view = _view_for([record])
+        return _info(_settle(record, view), view)
 
     def terminate_instance(self, instance_id: str, region: str) -> None:
         if self._own(instance_id, region) is None:
@@ -322,7 +426,7 @@ class LocalCloud(base.CloudAdapter):
                 continue
             if record["state"] != InstanceState.PENDING or not _trace_reclaims(record):
                 continue
-            settled = _settle(dict(record))
+            settled = _settle(dict(record))  # a reclaim reads from the record alone: the host is not asked
             if settled.get("state") == InstanceState.PREEMPTED:
                 warnings.append(
                     base.InterruptionWarning(
@@ -335,32 +439,35 @@ class LocalCloud(base.CloudAdapter):
         return warnings
 
     def list_managed_instances(self, region: str) -> list[InstanceInfo]:
+        records = [
+            record
+            for record in store.all_records()
+            if (record["provider"], record["region"]) == (self.provider, region)
+            and record["tags"].get(base.MANAGED_BY_TAG) == base.MANAGED_BY_VALUE
+        ]
+        view = _view_for(records)
         infos = []
-        for record in store.all_records():
-            if record["provider"] != self.provider or record["region"] != region:
-                continue
-            if record["tags"].get(base.MANAGED_BY_TAG) != base.MANAGED_BY_VALUE:
-                continue
-            info = _info(record)
+        for record in records:
+            info = _info(record, view)
             if info.state is not InstanceState.TERMINATED:
                 infos.append(info)
         return infos
 
 
-def _terminate(instance_id: str) -> None:
-    """Stop the processes and record TERMINATED (STOPPING meanwhile); safe to repeat."""
+def _terminate(instance_id: str, view: fleet_client.HostView | None = None) -> None:
+    """Stop the processes (or the fleet host's instance) and record TERMINATED (STOPPING meanwhile); safe to repeat."""
     with store.locked():
         record = store.load(instance_id)
         if record is None:
             return
         if record["state"] != InstanceState.TERMINATED:
-            state, reason = _observe(record)
+            state, reason = _observe(record, view)
             final_reason = "terminated by request"
             if state in {InstanceState.FAILED, InstanceState.PREEMPTED}:
                 final_reason += f" (was {state}: {reason})"
             record.update(state=InstanceState.STOPPING.value, state_reason=final_reason)
             store.save(record)
-    processes.stop(record)  # outside the lock: this may take the grace period
+    _stop(record)  # outside the lock: this may take the grace period
     with store.locked():
         record = store.load(instance_id) or record
         record["state"] = InstanceState.TERMINATED.value
@@ -398,7 +505,7 @@ def interrupt(instance_id: str) -> None:
             return
         record.update(state=InstanceState.PREEMPTED.value, state_reason="spot interruption")
         store.save(record)
-    processes.stop(record)
+    _stop(record)
 
 
 def interruption_notice(instance_id: str, *, grace_seconds: float) -> datetime:
@@ -422,22 +529,33 @@ def interruption_notice(instance_id: str, *, grace_seconds: float) -> datetime:
     reclaim_at = datetime.fromtimestamp(deadline, tz=UTC)
     # Readable by the instance, which may run as a user of its own (sandbox.py).
     write_json(store.notice_path(instance_id), {"action": "terminate", "time": reclaim_at.isoformat()}, mode=0o644)
+    if _hosted(record):
+        fleet_client.instance_notice(record)  # the host's agents are told, rather than polling a file each
     return reclaim_at
 
 
 def instances_all() -> list[InstanceInfo]:
     """Every instance ever recorded, of every provider and in every state, oldest first."""
-    return [_info(record) for record in store.all_records()]
+    records = store.all_records()
+    view = _view_for(records)
+    return [_info(record, view) for record in records]
 
 
 def process_alive(instance_id: str) -> bool:
-    """Whether the instance's workload process runs now."""
+    """Whether the instance's workload runs now (its process, or on the fleet host)."""
     record = store.load(instance_id)
-    return record is not None and processes.agent_alive(record)
+    if record is None:
+        return False
+    if _hosted(record):
+        return fleet_client.host_view([instance_id]).runs(record)
+    return processes.agent_alive(record)
 
 
 def instance_pid(instance_id: str) -> int | None:
-    """The workload's process id (None for an unknown instance or one whose command could not start)."""
+    """The workload's process id (None for an unknown instance, one whose command could not start, or a fleet one).
+
+    A fleet instance has no process of its own: the host's (``fleet_client.host_pid``) runs them all.
+    """
     record = store.load(instance_id)
     return record.get("pid") if record else None
 
@@ -448,14 +566,18 @@ def instance_log_path(instance_id: str) -> Path:
 
 
 def terminate_all() -> int:
-    """Terminate every instance still running or not yet marked terminated; how many there were."""
+    """Terminate every instance still running or not yet marked terminated, and stop the fleet host; how many."""
+    records = store.all_records()
+    hosted_ids = [record["instance_id"] for record in records if _hosted(record)]
+    view = fleet_client.host_view(hosted_ids) if hosted_ids else None
     count = 0
-    for record in store.all_records():
-        if (
-            record["state"] != InstanceState.TERMINATED
-            or processes.agent_alive(record)
-            or processes.supervisor_alive(record)
-        ):
-            _terminate(record["instance_id"])
+    for record in records:
+        if _hosted(record):
+            live = view is not None and view.runs(record)
+        else:
+            live = processes.agent_alive(record) or processes.supervisor_alive(record)
+        if record["state"] != InstanceState.TERMINATED or live:
+            _terminate(record["instance_id"], view)
             count += 1
+    fleet_client.host_shutdown()
     return count

@@ -38,6 +38,9 @@ _LAUNCH_TIMEOUT_SECONDS = 30.0
 _KILL_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 _pause = threading.Event()  # never set: ``_pause.wait(t)`` is an interruptible sleep
+# Variables of this process an instance (or the fleet host) inherits; everything else (secrets,
+# DATABASE_URL, ...) stays out, as it would on a real VM.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 def alive(pid: int | None, start_time: int | None) -> bool:
