@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint format migrate customer compose-check clean demo schemathesis
+.PHONY: run test lint format migrate customer compose-check clean demo schemathesis bench-smoke
 
 $(PY):
 	@echo "creating $(VENV) with $(PYTHON)"
@@ -43,6 +43,10 @@ test: $(VENV)/.dev
 ## schemathesis: the API against its own OpenAPI schema, bounded (SCHEMATHESIS_MAX_EXAMPLES, SCHEMATHESIS_MAX_SECONDS)
 schemathesis: $(VENV)/.dev
 	.ci/schemathesis
+
+## bench-smoke: bench/scale.py with 500 workloads (services: PostgreSQL and Redis on 127.0.0.1, or DATABASE_URL/REDIS_URL)
+bench-smoke: $(VENV)/.dev
+	$(PY) bench/scale.py --workloads 500 --boot-delay 30
 
 ## lint: ruff check and ruff format --check
 lint: $(VENV)/.dev

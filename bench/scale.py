@@ -306,15 +306,9 @@ def _rss(pid: int) -> int:
 
 
 def _fleet_host_pid() -> int | None:
-    """The fleet host's process: the one whose command line names it."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if any(b"fleet_host" in part or b"fleet-host" in part for part in argv):
-            return int(cmdline.parent.name)
-    return None
+    from placement.clouds.local.fleet_client import host_pid
+
+    return host_pid()
 
 
 def _wait_until(ids: list[str], states: set[str], deadline: float) -> dict[str, int]:
