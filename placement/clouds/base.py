@@ -24,7 +24,7 @@ import dataclasses
 import enum
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -246,6 +246,21 @@ class CloudAdapter(ABC):
         normalised (``CapacityError`` and the rest), so the workflow can move on
         to the next candidate. One status call per check: it never blocks.
         """
+
+    def get_instance_statuses(self, instance_ids: Sequence[str], region: str) -> dict[str, InstanceInfo]:
+        """Current states of many instances of one region, in as few calls as the cloud allows.
+
+        An id missing from the answer is an instance the cloud does not have. For instances whose
+        create ``operation`` may still be running, ask ``get_instance_status`` instead. By default one
+        call per instance; a cloud that describes many instances at once overrides this.
+        """
+        found = {}
+        for instance_id in dict.fromkeys(instance_ids):
+            try:
+                found[instance_id] = self.get_instance_status(instance_id, region)
+            except InstanceNotFound:
+                continue
+        return found
 
     @abstractmethod
     def terminate_instance(self, instance_id: str, region: str) -> None:

@@ -259,6 +259,31 @@ def test_list_managed_instances_lists_only_live_instances_tagged_managed_by_us(c
     assert len(all_instances(ec2)) == 4
 
 
+def test_many_statuses_are_read_in_one_describe_call_and_unknown_ids_are_left_out(cloud: AwsCloud, ec2: Any) -> None:
+    created = [cloud.create_spot_instance(make_request(f"ca-many-{n}")).instance_id for n in range(5)]
+    cloud.terminate_instance(created[1], REGION)
+    reclaim(created[2])
+    calls = []
+    cloud.client(REGION).meta.events.register("before-call.ec2.DescribeInstances", lambda **_: calls.append(1))
+
+    statuses = cloud.get_instance_statuses(created, REGION)
+
+    assert len(calls) == 1
+    assert {i: info.state for i, info in statuses.items()} == {
+        created[0]: InstanceState.RUNNING,
+        created[1]: InstanceState.TERMINATED,
+        created[2]: InstanceState.PREEMPTED,
+        created[3]: InstanceState.RUNNING,
+        created[4]: InstanceState.RUNNING,
+    }
+
+    # An id AWS does not know fails a whole call: the batch is split until it stands alone.
+    calls.clear()
+    unknown = "i-0123456789abcdef0"
+    statuses = cloud.get_instance_statuses([*created, unknown], REGION)
+    assert set(statuses) == set(created) and len(calls) <= 1 + 2 * 3  # halves down to the one id
+
+
 def test_an_instance_the_cloud_reclaimed_reads_as_preempted_one_we_terminated_as_terminated(
     cloud: AwsCloud, ec2: Any
 ) -> None:

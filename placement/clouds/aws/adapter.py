@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +46,7 @@ IDEMPOTENCY_TAG = "arbitrage-idempotency-token"
 MAX_CLIENT_TOKEN_LENGTH = 64
 #: Every state but ``terminated``: what ``list_managed_instances`` asks for.
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+DESCRIBE_BATCH = 1000  # the most instance ids DescribeInstances takes in one call
 
 _STATES = {
     "pending": InstanceState.PENDING,
@@ -308,6 +309,27 @@ class AwsCloud(CloudAdapter):
                 code="InvalidInstanceID.NotFound",
             )
         return found[0]
+
+    def get_instance_statuses(self, instance_ids: Sequence[str], region: str) -> dict[str, InstanceInfo]:
+        """DescribeInstances with up to 1,000 ids a call. One unknown id fails the whole call
+        (``InvalidInstanceID.NotFound``): then the batch is split in halves until the unknown ids are alone."""
+        found: dict[str, InstanceInfo] = {}
+        unique = list(dict.fromkeys(instance_ids))
+        for start in range(0, len(unique), DESCRIBE_BATCH):
+            self._describe_batch(unique[start : start + DESCRIBE_BATCH], region, found)
+        return found
+
+    def _describe_batch(self, instance_ids: list[str], region: str, found: dict[str, InstanceInfo]) -> None:
+        try:
+            infos = self._describe(region, InstanceIds=instance_ids)
+        except InstanceNotFound:
+            if len(instance_ids) == 1:
+                return
+            middle = len(instance_ids) // 2
+            self._describe_batch(instance_ids[:middle], region, found)
+            self._describe_batch(instance_ids[middle:], region, found)
+            return
+        found.update((info.instance_id, info) for info in infos)
 
     def console_output(self, instance_id: str, region: str, *, offset: int = 0, limit: int = 1 << 20) -> bytes:
         """Not read from EC2 yet: returns nothing.
