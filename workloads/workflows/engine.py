@@ -414,8 +414,6 @@ def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Out
     log_context_bind(workload_id=run.workload_id, kind=run.kind)
     if run.chain_generation != generation:
         return Stop("superseded by a resumed chain")
-    if run.status != RunStatus.RUNNING:
-        return Stop(f"run is {run.status}")
     workflow = WORKFLOWS[run.kind]
     by_name = {step.name: step for step in steps}
     known = {step.name: step.result for step in steps}
@@ -423,7 +421,9 @@ def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Out
     # The step and those that follow it in this task; the ones a previous try recorded are passed over.
     todo = [by_name[name] for name in workflow.batch(step_name) if by_name[name].status != StepStatus.SUCCEEDED]
     if not todo:
-        return Done(named.result)
+        return Done(named.result)  # also once the run ended: a step recorded with the one before it
+    if run.status != RunStatus.RUNNING:
+        return Stop(f"run is {run.status}")
 
     done: list[tuple[StepContext, Step, Any]] = []
     for step in todo:
