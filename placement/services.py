@@ -334,7 +334,8 @@ def _pool_stats_change(*, pool: Pool, market: str, now: datetime, change: Callab
     """Apply ``change`` to the pool's row, locked, its counters decayed to ``now``.
 
     A pool seen for the first time gets its row with the change in one INSERT. No savepoint of
-    its own inside a caller's transaction (a step's record): an error there fails both.
+    its own inside a caller's transaction (a step's record): an error there fails both, also a
+    race of two first sights of a pool (once per pool), which the caller's retry then repeats.
     """
     provider, region, zone, instance_type = pool
     key = {
@@ -349,12 +350,8 @@ def _pool_stats_change(*, pool: Pool, market: str, now: datetime, change: Callab
         if stats is None:
             stats = PoolStats(**key, updated_at=now)
             change(stats)
-            try:
-                with transaction.atomic():
-                    stats.save(force_insert=True)
-                return
-            except IntegrityError:  # a concurrent first sight made it: change that row
-                stats = PoolStats.objects.select_for_update().get(**key)
+            stats.save(force_insert=True)
+            return
         hours = max((now - stats.updated_at).total_seconds(), 0.0) / 3600
         factor = 0.5 ** (hours / settings.POOL_STATS_HALF_LIFE_HOURS)
         stats.exposure_seconds *= factor
