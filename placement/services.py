@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -377,38 +377,51 @@ def pool_unblock(*, provider: str, region: str, availability_zone: str, instance
 # --- pool statistics: what the fleet sees of each pool ----------------------------------------
 
 
-def _pool_stats_decayed(*, pool: Pool, market: str, now: datetime) -> PoolStats:
-    """The pool's row, locked, its counters decayed to ``now`` (created empty on first sight)."""
+def _pool_stats_change(*, pool: Pool, market: str, now: datetime, change: Callable[[PoolStats], None]) -> None:
+    """Apply ``change`` to the pool's row, locked, its counters decayed to ``now``.
+
+    A pool seen for the first time gets its row with the change in one INSERT. No savepoint of
+    its own inside a caller's transaction (a step's record): an error there fails both, also a
+    race of two first sights of a pool (once per pool), which the caller's retry then repeats.
+    """
     provider, region, zone, instance_type = pool
-    stats, _ = PoolStats.objects.select_for_update().get_or_create(
-        provider=provider,
-        region=region,
-        availability_zone=zone,
-        instance_type=instance_type,
-        market=market,
-        defaults={"updated_at": now},
-    )
-    hours = max((now - stats.updated_at).total_seconds(), 0.0) / 3600
-    factor = 0.5 ** (hours / settings.POOL_STATS_HALF_LIFE_HOURS)
-    stats.exposure_seconds *= factor
-    stats.preemptions *= factor
-    stats.launch_attempts *= factor
-    stats.refusals *= factor
-    stats.updated_at = now
-    return stats
+    key = {
+        "provider": provider,
+        "region": region,
+        "availability_zone": zone,
+        "instance_type": instance_type,
+        "market": market,
+    }
+    with transaction.atomic(savepoint=False):
+        stats = PoolStats.objects.select_for_update().filter(**key).first()
+        if stats is None:
+            stats = PoolStats(**key, updated_at=now)
+            change(stats)
+            stats.save(force_insert=True)
+            return
+        hours = max((now - stats.updated_at).total_seconds(), 0.0) / 3600
+        factor = 0.5 ** (hours / settings.POOL_STATS_HALF_LIFE_HOURS)
+        stats.exposure_seconds *= factor
+        stats.preemptions *= factor
+        stats.launch_attempts *= factor
+        stats.refusals *= factor
+        stats.updated_at = now
+        change(stats)
+        stats.save()
 
 
 def pool_launch_record(*, pool: Pool, market: str, refused: bool, now: datetime | None = None) -> None:
     """A launch was tried in ``pool``; ``refused``: the cloud had no capacity."""
     now = now or timezone.now()
-    with transaction.atomic():
-        stats = _pool_stats_decayed(pool=pool, market=market, now=now)
+
+    def launched(stats: PoolStats) -> None:
         stats.launch_attempts += 1
         if refused:
             stats.refusals += 1
             stats.refusals_total += 1
             stats.last_refusal_at = now
-        stats.save()
+
+    _pool_stats_change(pool=pool, market=market, now=now, change=launched)
 
 
 def pool_lifetime_record(
@@ -417,12 +430,13 @@ def pool_lifetime_record(
     """An instance in ``pool`` ran ``seconds`` and then was reclaimed (``preempted``) or ended otherwise
     (a censored lifetime: it tells how long the pool lasted at least)."""
     now = now or timezone.now()
-    with transaction.atomic():
-        stats = _pool_stats_decayed(pool=pool, market=market, now=now)
+
+    def ended(stats: PoolStats) -> None:
         stats.instances_seen += 1
         stats.exposure_seconds += max(seconds, 0.0)
         if preempted:
             stats.preemptions += 1
             stats.preemptions_total += 1
             stats.last_preemption_at = now
-        stats.save()
+
+    _pool_stats_change(pool=pool, market=market, now=now, change=ended)

@@ -134,12 +134,15 @@ def notification_create(
     payload: dict[str, Any],
     dedupe_key: str = "",
     customer: Customer | None = None,
+    first_time: bool = False,
 ) -> Notification:
     """Store a notification (once per ``dedupe_key``) and deliver it after commit.
 
-    About a workload: pass ``workload``. About the customer's account (no workload,
-    e.g. BUDGET_EXCEEDED): pass ``customer`` instead; it is stored once per
-    customer, type and ``dedupe_key``.
+    About a workload: pass ``workload``, with its row locked by the caller's transaction.
+    About the customer's account (no workload, e.g. BUDGET_EXCEEDED): pass ``customer``
+    instead; it is stored once per customer, type and ``dedupe_key``. ``first_time``: the
+    caller knows none is stored yet for this ``dedupe_key`` (a step's first record, keyed by its
+    run), so there is nothing to read first.
     """
     if workload is not None:
         customer = workload.customer
@@ -149,13 +152,19 @@ def notification_create(
     else:
         raise ValueError("notification_create needs a workload or a customer")
     status = DeliveryStatus.PENDING if customer.webhook_url else DeliveryStatus.NO_WEBHOOK
-    try:
-        with transaction.atomic():
-            notification, created = Notification.objects.get_or_create(
-                **lookup, defaults={"customer": customer, "payload": payload, "delivery_status": status}
-            )
-    except IntegrityError:
-        return Notification.objects.get(**lookup)
+    defaults = {"customer": customer, "payload": payload, "delivery_status": status}
+    if workload is not None:
+        # Every caller holds the workload row's lock (select_for_update), so no other writer inserts
+        # this notification between the read and the insert: neither needs a savepoint.
+        notification = None if first_time else Notification.objects.filter(**lookup).first()
+        created = notification is None
+        if notification is None:
+            notification = Notification.objects.create(**lookup, **defaults)
+    else:
+        try:
+            notification, created = Notification.objects.get_or_create(**lookup, defaults=defaults)
+        except IntegrityError:
+            return Notification.objects.get(**lookup)
     if created and status == DeliveryStatus.PENDING:
         # By name: the tasks module imports this one.
         transaction.on_commit(lambda: current_app.send_task(DELIVER_TASK, args=(str(notification.id),)))

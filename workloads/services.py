@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 from django_fsm import can_proceed
@@ -188,9 +189,16 @@ def workload_transition_locked(
     *,
     message: str = "",
     detail: dict[str, Any] | None = None,
+    events: list[WorkloadEvent] | None = None,
+    save: Callable[[list[str]], None] | None = None,
     **fields: Any,
 ) -> None:
-    """The transition on a row the caller took with ``select_for_update()`` in its transaction."""
+    """The transition on a row the caller took with ``select_for_update()`` in its transaction.
+
+    A step's effects pass ``events`` and ``save`` (``StepContext.events``, ``.workload_save``): the
+    transition's event is added to ``events`` and the changed fields go to ``save``, for the
+    step's record to write with its others in one INSERT and one UPDATE, instead of now.
+    """
     if transition not in TRANSITIONS:
         raise ValueError(f"unknown workload transition {transition!r}")
     method = getattr(workload, transition)
@@ -200,8 +208,12 @@ def workload_transition_locked(
     method()
     for name, value in fields.items():
         setattr(workload, name, value)
-    workload.save()
-    WorkloadEvent.objects.create(
+    # Only what the transition changes: another effect of the same record may have saved other fields.
+    if save is None:
+        workload.save(update_fields=["status", *fields, "updated_at"])
+    else:
+        save(["status", *fields])
+    event = WorkloadEvent(
         workload=workload,
         kind=WorkloadEvent.Kind.TRANSITION,
         name=transition,
@@ -210,6 +222,10 @@ def workload_transition_locked(
         message=message,
         detail=detail or {},
     )
+    if events is None:
+        event.save()
+    else:
+        events.append(event)
     workload_id, status = workload.id, workload.status
     transaction.on_commit(lambda: routing.kv_set_status(workload_id=workload_id, status=status))
 
@@ -224,11 +240,27 @@ def instance_terminate(*, instance: WorkloadInstance) -> WorkloadInstance:
     if instance.instance_id:
         get_cloud(instance.provider).terminate_instance(instance.instance_id, instance.region)
         instance_output_collect(instance=instance, final=True)  # its last lines, now that it has stopped
-    WorkloadInstance.objects.filter(pk=instance.pk, terminated_at__isnull=True).update(
-        status=InstanceStatus.TERMINATED, terminated_at=timezone.now()
-    )
-    instance.refresh_from_db()
+    now = timezone.now()
+    if WorkloadInstance.objects.filter(pk=instance.pk, terminated_at__isnull=True).update(
+        status=InstanceStatus.TERMINATED, terminated_at=now
+    ):
+        instance.status, instance.terminated_at = InstanceStatus.TERMINATED, now
+    else:
+        instance.refresh_from_db()  # another terminate got there first: its time stands
     return instance
+
+
+def workload_row_upsert(*, model: type[models.Model], workload: Workload, values: dict[str, Any]) -> None:
+    """Set ``values`` on the workload's one row of ``model`` (its routing, its health monitor), made if missing.
+
+    ``workload`` is a row the caller locked (``select_for_update``), best with that relation
+    selected: then one query, an INSERT or an UPDATE (``update_or_create`` locks and savepoints).
+    Under that lock no other writer makes the row meanwhile.
+    """
+    accessor = model._meta.get_field("workload").remote_field.get_accessor_name()
+    row = getattr(workload, accessor, None)  # None when missing: RelatedObjectDoesNotExist is an AttributeError
+    if row is None or not model.objects.filter(pk=row.pk).update(**values):
+        model.objects.create(workload=workload, **values)
 
 
 def routing_remove(*, workload_id: UUID | str) -> None:
@@ -358,10 +390,12 @@ def workload_capacity_wait(*, workload_id: UUID | str, next_attempt_at: datetime
             )
 
 
-def workload_capacity_found(*, workload_id: UUID | str) -> None:
-    Workload.objects.filter(id=workload_id, status_reason=WAITING_FOR_CAPACITY).update(
-        status_reason="", next_attempt_at=None, updated_at=timezone.now()
-    )
+def workload_capacity_found(*, workload: Workload) -> None:
+    """Capacity was found: the workload (a row the caller locked) no longer waits for it."""
+    if workload.status_reason != WAITING_FOR_CAPACITY:
+        return
+    workload.status_reason, workload.next_attempt_at = "", None
+    workload.save(update_fields=["status_reason", "next_attempt_at", "updated_at"])
 
 
 # --- operator actions (the admin console) ----------------------------------------------
@@ -469,7 +503,7 @@ def _log_lines_append(
     *, workload_id: UUID | str, texts: list[str], stream: str, instance_id: str = "", provider: str = ""
 ) -> list[WorkloadLogLine]:
     """Store lines at the end of the workload's log: positions given out under the workload row's lock."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # inside the cursor's transaction: no savepoint of its own
         list(Workload.objects.select_for_update().filter(id=workload_id).values_list("id", flat=True))
         last = WorkloadLogLine.objects.filter(workload_id=workload_id).aggregate(last=Max("position"))["last"] or 0
         now = timezone.now()
@@ -561,7 +595,8 @@ def instance_output_collect(*, instance: WorkloadInstance, final: bool = False) 
     if not instance.instance_id:
         return 0
     final = final or instance.terminated_at is not None
-    cursor, _ = WorkloadLogCursor.objects.get_or_create(instance=instance)
+    # A cursor is stored with the first bytes stored (``_log_cursor_append``); until then it is at 0.
+    cursor = WorkloadLogCursor.objects.filter(instance=instance).first() or WorkloadLogCursor(instance=instance)
     stored = 0
     for _ in range(FINAL_READS if final else 1):
         if cursor.finished_at is not None:

@@ -23,16 +23,16 @@ gives up, the workflow's cleanup runs in its own task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from celery import chain, current_app
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db import DatabaseError, models, transaction
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from arbitrage.errors import DomainError
@@ -82,12 +82,15 @@ class Rewind(Exception):
     Raised when an outcome seen late voids earlier results: a cloud that
     accepted a create and then reported "no capacity" from its operation sends
     the run back to find-placement, which now skips the blocked pool.
+    ``effect``: database writes that go with the rewind, made in its transaction
+    (after the results recorded before it, e.g. the instance row of a create).
     """
 
-    def __init__(self, to_step: str, reason: str) -> None:
+    def __init__(self, to_step: str, reason: str, *, effect: Callable[[], None] | None = None) -> None:
         super().__init__(reason)
         self.to_step = to_step
         self.reason = reason
+        self.effect = effect
 
 
 #: A run goes back at most this many times. Each rewind blocks a pool (a late capacity refusal, or a
@@ -131,11 +134,32 @@ DATABASE_RETRY = RetryPolicy(limit=5, delay_seconds=2, exponential=True, retry_o
 
 @dataclass(frozen=True)
 class Step:
+    """One named step.
+
+    ``follows``: the step runs in the same task as the step before it, right after it, and both
+    are recorded in one transaction (no Celery hop, one record). Its body must do nothing outside
+    that a crash before that record would leave wrong: it reads (the database, a cloud's status,
+    a health endpoint) and writes only through ``on_commit_effects``. It sees the results of the
+    steps before it (``result_of``) but not yet their database effects, which are applied in
+    order, in the same transaction, before its own.
+    """
+
     name: str
     body: Callable[[StepContext], Any]
     retry: RetryPolicy | None = None
     poll: Poll | None = None
     compensate: Callable[[StepContext, Any], None] | None = None
+    follows: bool = False
+
+    @property
+    def counted_at_start(self) -> bool:
+        """A try of this step is written before its body runs: it is seen running, and counted if a worker dies in it.
+
+        So are the steps that change something outside (those with a retry policy or a
+        compensation: cloud creates and terminations). The others write their try with its
+        outcome, one write fewer: reads and database work that a dead worker leaves undone.
+        """
+        return self.retry is not None or self.compensate is not None
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,19 @@ class Workflow:
     @property
     def step_names(self) -> tuple[str, ...]:
         return tuple(step.name for step in self.steps)
+
+    def batch(self, name: str) -> tuple[str, ...]:
+        """``name`` and the steps right after it that follow it in the same task."""
+        names = self.step_names
+        start = names.index(name)
+        end = start + 1
+        while end < len(names) and self.steps[end].follows:
+            end += 1
+        return names[start:end]
+
+    def chain_heads(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The steps of ``names`` that get a task of their own: the first, and every one that does not follow."""
+        return tuple(name for index, name in enumerate(names) if index == 0 or not self.step(name).follows)
 
 
 WORKFLOWS: dict[str, Workflow] = {}
@@ -175,6 +212,15 @@ class StepContext:
     workload: Workload
     step: WorkflowStep
     effects: list[Callable[[], None]] = field(default_factory=list)
+    # The results known to this task: the steps loaded with the run, and those run before this one.
+    results: dict[str, Any] = field(default_factory=dict)
+    locked_workload: Workload | None = None
+    # The try was written when it started (``Step.counted_at_start``, the first step of its task).
+    counted: bool = False
+    # Fields of the locked workload the effects changed, saved in one UPDATE after them (``workload_save``).
+    workload_fields: set[str] | None = None
+    # Events the effects add (a transition's), written with the step's own in one INSERT.
+    events: list[WorkloadEvent] = field(default_factory=list)
 
     @property
     def attempt(self) -> int:
@@ -185,11 +231,32 @@ class StepContext:
         return self.run.payload
 
     def result_of(self, step_name: str) -> Any:
+        if step_name in self.results:
+            return self.results[step_name]
         return WorkflowStep.objects.values_list("result", flat=True).get(run=self.run, name=step_name)
 
     def on_commit_effects(self, effect: Callable[[], None]) -> None:
         """Run ``effect`` in the transaction that records this step's result."""
         self.effects.append(effect)
+
+    def workload_for_update(self) -> Workload:
+        """In an effect: the workload row, as locked (``select_for_update``) by the transaction recording the step.
+
+        One row for every effect of the record, so what one effect saves the next one sees; its
+        ``routing`` and ``monitor`` come with it.
+        """
+        if self.locked_workload is None:
+            raise RuntimeError("the workload is locked only while a step's effects run")
+        return self.locked_workload
+
+    def workload_save(self, fields: Iterable[str]) -> None:
+        """In an effect: save these fields of ``workload_for_update()`` once every effect of the record has run.
+
+        One UPDATE for every change the record makes to the workload row.
+        """
+        if self.workload_fields is None:
+            raise RuntimeError("the workload is saved only while a step's effects run")
+        self.workload_fields.update(fields)
 
 
 # --- outcomes the Celery task acts on ---------------------------------------------------
@@ -235,7 +302,8 @@ def workflow_run_create(*, kind: str, workload: Workload, payload: dict[str, Any
     WorkflowStep.objects.bulk_create(
         WorkflowStep(run=run, name=name, position=position) for position, name in enumerate(workflow.step_names, 1)
     )
-    transaction.on_commit(lambda: _enqueue_chain(run.id, workflow.step_names, run.chain_generation))
+    heads = workflow.chain_heads(workflow.step_names)
+    transaction.on_commit(lambda: _enqueue_chain(run.id, heads, run.chain_generation))
     return run
 
 
@@ -273,6 +341,7 @@ def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUI
             remaining = tuple(
                 run.steps.exclude(status=StepStatus.SUCCEEDED).order_by("position").values_list("name", flat=True)
             )
+            heads = WORKFLOWS[run.kind].chain_heads(remaining)
             WorkloadEvent.objects.create(
                 workload_id=run.workload_id,
                 kind=WorkloadEvent.Kind.INFO,
@@ -283,7 +352,7 @@ def workflow_resume_stalled(*, stalled_for: timedelta | None = None) -> list[UUI
             if not remaining:
                 _finish_run(run)
             generation = run.chain_generation
-            transaction.on_commit(lambda r=run.id, n=remaining, g=generation: _enqueue_chain(r, n, g))
+            transaction.on_commit(lambda r=run.id, n=heads, g=generation: _enqueue_chain(r, n, g))
         resumed.append(run_id)
     return resumed
 
@@ -304,8 +373,9 @@ def workflow_run_kick(*, run_id: UUID | str) -> bool:
         remaining = tuple(
             run.steps.exclude(status=StepStatus.SUCCEEDED).order_by("position").values_list("name", flat=True)
         )
+        heads = WORKFLOWS[run.kind].chain_heads(remaining)
         generation = run.chain_generation
-        transaction.on_commit(lambda: _enqueue_chain(run.id, remaining, generation))
+        transaction.on_commit(lambda: _enqueue_chain(run.id, heads, generation))
     return True
 
 
@@ -332,96 +402,260 @@ def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int
 
 
 def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Outcome:
-    run = WorkflowRun.objects.select_related("workload").filter(id=run_id).first()
-    if run is None:
+    # One query for the run, its workload (its customer and routing) and every step's state and result.
+    steps = list(
+        WorkflowStep.objects.filter(run_id=run_id)
+        .select_related("run__workload__customer", "run__workload__routing")
+        .order_by("position")
+    )
+    if not steps:
         return Stop("no such run")
+    run = steps[0].run
     log_context_bind(workload_id=run.workload_id, kind=run.kind)
     if run.chain_generation != generation:
         return Stop("superseded by a resumed chain")
+    workflow = WORKFLOWS[run.kind]
+    by_name = {step.name: step for step in steps}
+    known = {step.name: step.result for step in steps}
+    named = by_name[step_name]
+    # The step and those that follow it in this task; the ones a previous try recorded are passed over.
+    todo = [by_name[name] for name in workflow.batch(step_name) if by_name[name].status != StepStatus.SUCCEEDED]
+    if not todo:
+        return Done(named.result)  # also once the run ended: a step recorded with the one before it
     if run.status != RunStatus.RUNNING:
         return Stop(f"run is {run.status}")
-    definition = WORKFLOWS[run.kind].step(step_name)
-    step = WorkflowStep.objects.get(run=run, name=step_name)
-    if step.status == StepStatus.SUCCEEDED:
-        return Done(step.result)
 
-    now = timezone.now()
-    with transaction.atomic():
-        WorkflowStep.objects.filter(pk=step.pk).update(
-            status=StepStatus.RUNNING, attempts=F("attempts") + 1, started_at=step.started_at or now
-        )
-        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
-    step.status, step.attempts, step.started_at = StepStatus.RUNNING, step.attempts + 1, step.started_at or now
-    ctx = StepContext(run=run, workload=run.workload, step=step)
+    done: list[tuple[StepContext, Step, Any]] = []
+    for step in todo:
+        step.run = run
+        definition = workflow.step(step.name)
+        now = timezone.now()
+        step.attempts += 1
+        step.started_at = step.started_at or now
+        counted = not done and definition.counted_at_start
+        if counted:
+            _step_started(run, step, now)
+        ctx = StepContext(run=run, workload=run.workload, step=step, results=known, counted=counted)
+        try:
+            result = definition.body(ctx)
+        except Exception as error:  # noqa: BLE001 - sorted by _step_outcome, which logs the unexpected ones
+            if not done:
+                return _step_outcome(ctx, definition, error)
+            # A step that follows did not finish: record the ones before it, then this one's outcome.
+            return _record_then(done, ctx, definition, error)
+        known[step.name] = result
+        done.append((ctx, definition, result))
 
+    outcome = _record(done)
+    return Done(known[step_name]) if isinstance(outcome, Done) else outcome
+
+
+def _record(done: list[tuple[StepContext, Step, Any]]) -> Outcome:
+    """Record ``done``; when an effect fails, the steps before its step are recorded and its step acts on the error."""
     try:
-        result = definition.body(ctx)
-        return _record_success(ctx, definition, result)
-    except NotYet as waiting:
+        return _record_success(done)
+    except _EffectFailed as failed:
+        ctx, definition, _ = done[failed.index]
+        return _record_then(done[: failed.index], ctx, definition, failed.error)
+    except Exception as error:  # noqa: BLE001 - as above
+        return _step_outcome(done[0][0], done[0][1], error)
+
+
+def _record_then(
+    done: list[tuple[StepContext, Step, Any]], ctx: StepContext, definition: Step, error: Exception
+) -> Outcome:
+    """Record ``done`` (the steps before ``ctx``'s in its task), then count ``ctx``'s try and act on its ``error``."""
+    if done:
+        recorded = _record(done)
+        if not isinstance(recorded, Done):
+            return recorded
+    return _step_outcome(ctx, definition, error)
+
+
+def _step_started(run: WorkflowRun, step: WorkflowStep, now: datetime) -> None:
+    """The step is seen running, and its try counted (``Step.counted_at_start``)."""
+    WorkflowStep.objects.filter(pk=step.pk).update(
+        status=StepStatus.RUNNING, attempts=F("attempts") + 1, started_at=step.started_at
+    )
+    # The heartbeat tells the stall detector the run is alive; a step recorded just now already said so.
+    if run.heartbeat_at < now - timedelta(seconds=scaled(settings.WORKFLOW_STALL_SECONDS) / 10):
+        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
+
+
+def _step_outcome(ctx: StepContext, definition: Step, error: Exception) -> Outcome:
+    """What the task does when a step's body (or its effects) raised ``error``.
+
+    A try not written when it started (``ctx.counted``) is written here, with the error when
+    there is one to keep.
+    """
+    run, step, step_name, counted = ctx.run, ctx.step, ctx.step.name, ctx.counted
+    started = (
+        {} if counted else {"status": StepStatus.RUNNING, "attempts": F("attempts") + 1, "started_at": step.started_at}
+    )
+
+    def note(text: str) -> None:
+        WorkflowStep.objects.filter(pk=step.pk).update(error=text, **started)
+
+    def give_up(text: str) -> Stop:
+        if not counted:
+            _step_started(run, step, timezone.now())
+        return _give_up(run, step_name, text)
+
+    if isinstance(error, NotYet):
         poll = definition.poll or Poll()
         if step.attempts >= poll.max_checks:
-            return _give_up(run, step_name, f"{poll.timeout_message} ({waiting})")
-        WorkflowStep.objects.filter(pk=step.pk).update(error=str(waiting))
+            return give_up(f"{poll.timeout_message} ({error})")
+        note(str(error))
         return RetryLater(scaled(poll.every_seconds))
-    except WaitFor as waiting:
-        WorkflowStep.objects.filter(pk=step.pk).update(error=str(waiting))
-        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=waiting.countdown))
-        return RetryLater(waiting.countdown)
-    except StepFailed as failure:
-        return _give_up(run, step_name, str(failure))
-    except Rewind as rewind:
-        return _rewind(run, step_name, rewind)
-    except DomainError as refused:
+    if isinstance(error, WaitFor):
+        note(str(error))
+        WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=error.countdown))
+        return RetryLater(error.countdown)
+    if isinstance(error, StepFailed):
+        return give_up(str(error))
+    if isinstance(error, Rewind):
+        if not counted:
+            _step_started(run, step, timezone.now())
+        return _rewind(run, step_name, error)
+    if isinstance(error, DomainError):
         # e.g. a transition refused because the workload moved on meanwhile.
-        return _give_up(run, step_name, refused.message)
-    except Exception as error:
-        for policy in (definition.retry, DATABASE_RETRY):
-            if policy is not None and isinstance(error, policy.retry_on):
-                if step.attempts <= policy.limit:
-                    WorkflowStep.objects.filter(pk=step.pk).update(error=f"{type(error).__name__}: {error}")
-                    return RetryLater(policy.countdown(step.attempts))
-                return _give_up(run, step_name, f"{error} (after {step.attempts} attempts)")
-        logger.exception("step %s of run %s failed unexpectedly", step_name, run.id)
-        return _give_up(run, step_name, f"internal error in {step_name}: {type(error).__name__}: {error}")
+        return give_up(error.message)
+    for policy in (definition.retry, DATABASE_RETRY):
+        if policy is not None and isinstance(error, policy.retry_on):
+            if step.attempts <= policy.limit:
+                note(f"{type(error).__name__}: {error}")
+                return RetryLater(policy.countdown(step.attempts))
+            return give_up(f"{error} (after {step.attempts} attempts)")
+    logger.error("step %s of run %s failed unexpectedly", step_name, run.id, exc_info=error)
+    return give_up(f"internal error in {step_name}: {type(error).__name__}: {error}")
 
 
-def _record_success(ctx: StepContext, definition: Step, result: Any) -> Outcome:
+class _EffectFailed(Exception):
+    """An effect of the ``index``-th step of a record raised ``error`` (the record was rolled back)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+class _AlreadyRecorded(Exception):
+    """Another task (a duplicate chain) recorded one of the steps first."""
+
+
+def _record_success(done: list[tuple[StepContext, Step, Any]]) -> Outcome:
+    """Record the results of ``done``'s steps and apply their effects, in order, in ONE transaction.
+
+    The workload row is locked first (the order every writer takes); the run's heartbeat is
+    written only while it is running (a cancelled or failed run records nothing and the steps'
+    ``compensate`` undo their outside effects); the steps are claimed in one UPDATE that skips
+    those already succeeded, and one event per step is written in one INSERT.
+    """
+    run = done[0][0].run
+    workflow = WORKFLOWS[run.kind]
+    ids = [ctx.step.pk for ctx, _, _ in done]
     try:
         with transaction.atomic():
-            run = _lock_run(ctx.run.pk, ctx.run.workload_id)
-            if run.status != RunStatus.RUNNING:
-                raise _RunStopped
-            step = WorkflowStep.objects.select_for_update().get(pk=ctx.step.pk)
-            if step.status == StepStatus.SUCCEEDED:
-                return Done(step.result)  # a duplicate chain recorded it first
-            for effect in ctx.effects:
-                effect()
-            finished = timezone.now()
-            step.status = StepStatus.SUCCEEDED
-            step.result = result
-            step.error = ""
-            step.finished_at = finished
-            step.save(update_fields=["status", "result", "error", "finished_at"])
-            WorkloadEvent.objects.create(
-                workload_id=run.workload_id,
-                kind=WorkloadEvent.Kind.STEP,
-                name=step.name,
-                message=f"{run.kind}: {step.name} done",
-                detail={
-                    "run_id": str(run.id),
-                    "attempts": step.attempts,
-                    "seconds": round((finished - step.started_at).total_seconds(), 3),
-                },
+            # With its routing and health monitor: effects that set them need no query to know if they exist.
+            workload = (
+                Workload.objects.select_for_update(of=("self",))
+                .select_related("routing", "monitor")
+                .get(pk=run.workload_id)
             )
-            run.heartbeat_at = finished
-            run.save(update_fields=["heartbeat_at"])
-            if not run.steps.exclude(status=StepStatus.SUCCEEDED).exists():
-                _finish_run(run)
+            finished = timezone.now()
+            ended: dict[str, Any] = {}
+            if done[-1][0].step.name == workflow.step_names[-1]:
+                # The run ends with this record unless a step outside it is unfinished (read under the lock).
+                unfinished = Exists(
+                    WorkflowStep.objects.filter(run_id=OuterRef("pk"))
+                    .exclude(pk__in=ids)
+                    .exclude(status=StepStatus.SUCCEEDED)
+                )
+                ended = {
+                    "status": Case(When(unfinished, then=Value(RunStatus.RUNNING)), default=Value(RunStatus.SUCCEEDED)),
+                    "finished_at": Case(When(unfinished, then=None), default=Value(finished)),
+                }
+            if not WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+                heartbeat_at=finished, **ended
+            ):
+                raise _RunStopped
+            if _steps_claim(done, finished) != len(done):
+                raise _AlreadyRecorded
+            changed: set[str] = set()
+            for index, (ctx, _, _) in enumerate(done):
+                ctx.locked_workload, ctx.workload_fields = workload, changed
+                ctx.events.clear()
+                try:
+                    for effect in ctx.effects:
+                        effect()
+                except Exception as error:
+                    raise _EffectFailed(index, error) from error
+            if changed:
+                workload.save(update_fields=[*sorted(changed), "updated_at"])
+            WorkloadEvent.objects.bulk_create(
+                event
+                for ctx, _, _ in done
+                for event in (
+                    *ctx.events,
+                    WorkloadEvent(
+                        workload_id=run.workload_id,
+                        kind=WorkloadEvent.Kind.STEP,
+                        name=ctx.step.name,
+                        message=f"{run.kind}: {ctx.step.name} done",
+                        detail={
+                            "run_id": str(run.id),
+                            "attempts": ctx.step.attempts,
+                            "seconds": round((finished - ctx.step.started_at).total_seconds(), 3),
+                        },
+                    ),
+                )
+            )
     except _RunStopped:
-        if definition.compensate is not None:
-            definition.compensate(ctx, result)
+        for ctx, definition, result in done:
+            if definition.compensate is not None:
+                definition.compensate(ctx, result)
         return Stop("run stopped while the step ran")
-    return Done(result)
+    except _AlreadyRecorded:
+        # A duplicate chain got there first: go on from what it recorded.
+        return _step_execute(run_id=run.pk, step_name=done[0][0].step.name, generation=run.chain_generation)
+    for ctx, _, result in done:
+        ctx.step.status, ctx.step.result, ctx.step.error, ctx.step.finished_at = (
+            StepStatus.SUCCEEDED,
+            result,
+            "",
+            finished,
+        )
+    return Done(done[0][2])
+
+
+def _steps_claim(done: list[tuple[StepContext, Step, Any]], finished: datetime) -> int:
+    """Mark ``done``'s steps succeeded with their results in one UPDATE; how many were not already."""
+
+    def per_step(value: Callable[[WorkflowStep, Any], Any], output_field: models.Field) -> Case:
+        return Case(
+            *(
+                When(pk=ctx.step.pk, then=Value(value(ctx.step, result), output_field=output_field))
+                for ctx, _, result in done
+            ),
+            output_field=output_field,
+        )
+
+    return (
+        WorkflowStep.objects.filter(pk__in=[ctx.step.pk for ctx, _, _ in done])
+        .exclude(status=StepStatus.SUCCEEDED)
+        .update(
+            status=StepStatus.SUCCEEDED,
+            result=per_step(lambda step, result: result, models.JSONField()),
+            error="",
+            finished_at=finished,
+            # A try written when it started is counted already; the others are counted here.
+            attempts=Case(
+                *(When(pk=ctx.step.pk, then=F("attempts")) for ctx, _, _ in done if ctx.counted),
+                default=F("attempts") + 1,
+            ),
+            started_at=per_step(lambda step, result: step.started_at, models.DateTimeField()),
+        )
+    )
 
 
 def _finish_run(run: WorkflowRun) -> None:
@@ -463,6 +697,8 @@ def _rewind(run: WorkflowRun, step_name: str, rewind: Rewind) -> Stop:
     workflow = WORKFLOWS[run.kind]
     with transaction.atomic():
         locked = _lock_run(run.pk, run.workload_id)
+        if rewind.effect is not None:
+            rewind.effect()
         if locked.status != RunStatus.RUNNING:
             return Stop(f"run is {locked.status}")
         rewinds = int(locked.payload.get("rewinds", 0)) + 1
@@ -483,9 +719,9 @@ def _rewind(run: WorkflowRun, step_name: str, rewind: Rewind) -> Stop:
             message=f"{locked.kind}: {step_name}: {rewind.reason}; back to {rewind.to_step}",
             detail={"run_id": str(locked.id), "rewind": rewinds},
         )
-        remaining = tuple(name for name in workflow.step_names[target.position - 1 :])
+        heads = workflow.chain_heads(workflow.step_names[target.position - 1 :])
         generation = locked.chain_generation
-        transaction.on_commit(lambda: _enqueue_chain(locked.id, remaining, generation))
+        transaction.on_commit(lambda: _enqueue_chain(locked.id, heads, generation))
     logger.info("%s run %s back to %s: %s", run.kind, run.id, rewind.to_step, rewind.reason)
     return Stop(f"rewound to {rewind.to_step}")
 

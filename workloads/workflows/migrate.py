@@ -136,9 +136,9 @@ def _checkpoint_progress(checkpoint) -> float | None:
 
 def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
     def recover() -> None:
-        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        workload = ctx.workload_for_update()
         if workload.status in (S.INTERRUPTED, S.UNHEALTHY):
-            workload_transition_locked(workload, "recover", message="Re-placing the workload.")
+            workload_transition_locked(workload, "recover", message="Re-placing the workload.", events=ctx.events)
         health_monitoring_stop(workload_id=workload.id)
 
     ctx.on_commit_effects(recover)
@@ -184,7 +184,11 @@ def notify_migrated(ctx: StepContext) -> dict[str, Any]:
     )
     ctx.on_commit_effects(
         lambda: notifications.notification_create(
-            workload=ctx.workload, type=NotificationType.WORKLOAD_MIGRATED, payload=payload, dedupe_key=str(ctx.run.id)
+            workload=ctx.workload,
+            type=NotificationType.WORKLOAD_MIGRATED,
+            payload=payload,
+            dedupe_key=str(ctx.run.id),
+            first_time=True,  # the step's record happens once per run (its claim)
         )
     )
     return payload
@@ -213,7 +217,7 @@ STEPS = (
         terminate_old_instance,
         retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
     ),
-    Step("update-status-provisioning", update_status_provisioning),
+    Step("update-status-provisioning", update_status_provisioning, follows=True),
     # The placement and start-up steps of a provisioning run, by name (storage is already set up).
     provision.FIND_PLACEMENT,
     dataclasses.replace(provision.PROVISION_CLOUD_RESOURCES, body=provision_new_instance),
@@ -221,7 +225,7 @@ STEPS = (
     provision.WAIT_FOR_WORKLOAD_READY,
     provision.REGISTER_ROUTING,
     provision.START_HEALTH_MONITORING,
-    Step("notify-customer", notify_migrated),
+    Step("notify-customer", notify_migrated, follows=True),
 )
 
 MIGRATE = register(Workflow(kind=WorkflowKind.MIGRATE, steps=STEPS, cleanup=migrate_cleanup))

@@ -11,6 +11,7 @@ import hashlib
 import random
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -54,6 +55,7 @@ from workloads.services import (
     workload_capacity_found,
     workload_capacity_wait,
     workload_instances_release,
+    workload_row_upsert,
     workload_transition_locked,
 )
 from workloads.workflows.engine import (
@@ -100,7 +102,9 @@ def validate_quotas(ctx: StepContext) -> dict[str, Any]:
         )
         if held >= customer.max_concurrent_workloads:
             raise StepFailed(f"Quota exceeded: max {customer.max_concurrent_workloads} concurrent workloads")
-        Workload.objects.filter(id=ctx.workload.id).update(capacity_reserved_at=timezone.now())
+        workload = ctx.workload_for_update()
+        workload.capacity_reserved_at = timezone.now()
+        ctx.workload_save(["capacity_reserved_at"])
         outcome.update(active=held, limit=customer.max_concurrent_workloads)
 
     ctx.on_commit_effects(reserve)
@@ -178,9 +182,16 @@ def _wait_for_capacity(ctx: StepContext, reason: str) -> WaitFor:
 
 def update_status_provisioning(ctx: StepContext) -> dict[str, Any]:
     def move() -> None:
-        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        workload = ctx.workload_for_update()
         if workload.status == S.PENDING:
-            workload_transition_locked(workload, "place", message="Placement found.", started_at=timezone.now())
+            workload_transition_locked(
+                workload,
+                "place",
+                message="Placement found.",
+                events=ctx.events,
+                save=ctx.workload_save,
+                started_at=timezone.now(),
+            )
 
     ctx.on_commit_effects(move)
     return {"status": S.PROVISIONING}
@@ -264,23 +275,27 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
         bought_at = candidate.on_demand_price if market == Market.ON_DEMAND else candidate.spot_price
 
         def record(candidate=candidate, info=info, bought_at=bought_at) -> None:
-            WorkloadInstance.objects.get_or_create(
-                workload_id=ctx.workload.id,
-                provider=candidate.provider,
-                instance_id=info.instance_id,
-                defaults={
-                    "region": candidate.region,
-                    "availability_zone": candidate.availability_zone,
-                    "instance_type": candidate.instance_type,
-                    "market": market,
-                    "spot_price": bought_at,
-                    "on_demand_price": candidate.on_demand_price,
-                    "status": InstanceStatus.PENDING,
+            workload = ctx.workload_for_update()
+            # Under the workload's lock: no other writer makes this workload's instance rows meanwhile.
+            known = WorkloadInstance.objects.filter(
+                workload_id=workload.id, provider=candidate.provider, instance_id=info.instance_id
+            ).exists()
+            if not known:
+                WorkloadInstance.objects.create(
+                    workload_id=workload.id,
+                    provider=candidate.provider,
+                    instance_id=info.instance_id,
+                    region=candidate.region,
+                    availability_zone=candidate.availability_zone,
+                    instance_type=candidate.instance_type,
+                    market=market,
+                    spot_price=bought_at,
+                    on_demand_price=candidate.on_demand_price,
+                    status=InstanceStatus.PENDING,
                     # Whatever delayed this row (a worker killed after the create), the bill starts at the launch.
-                    "launched_at": info.launched_at,
-                },
-            )
-            workload_capacity_found(workload_id=ctx.workload.id)
+                    launched_at=info.launched_at,
+                )
+            workload_capacity_found(workload=workload)
             pool_launch_record(pool=candidate.pool, market=market, refused=False)
 
         ctx.on_commit_effects(record)
@@ -289,6 +304,7 @@ def provision_cloud_resources(ctx: StepContext) -> dict[str, Any]:
             "provider": candidate.provider,
             "region": candidate.region,
             "operation": info.operation,
+            "launched_at_known": info.launched_at is not None,
             "market": market,
             "placement": candidate.as_dict(),
             "skipped": skipped,
@@ -322,32 +338,40 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
         raise StepFailed("Instance failed to start: it no longer exists") from None
     except NEXT_CANDIDATE_ERRORS as refused:
         # The cloud accepted the create, then its operation found no capacity (GCP, Azure).
-        _abandon_create(ctx, created, refused)
         pool = _pool_name(Candidate.from_dict(created["placement"]))
-        raise Rewind("find-placement", f"{pool}: {refused.message}") from None
+        raise Rewind(
+            "find-placement", f"{pool}: {refused.message}", effect=_abandon_create(ctx, created, refused)
+        ) from None
     except PermanentCloudError as error:
         raise StepFailed(f"{created['provider']} refused the instance: {error.message}") from None
     if info.state == InstanceState.RUNNING:
-        if info.launched_at is not None:  # a create answered by an operation may not have said it
-            WorkloadInstance.objects.filter(
-                workload_id=ctx.workload.id, instance_id=created["instance_id"], launched_at__isnull=True
-            ).update(launched_at=info.launched_at)
+        # A create answered by an operation may not have said when the instance launched.
+        if info.launched_at is not None and not created.get("launched_at_known"):
+            launched_at = info.launched_at
+            ctx.on_commit_effects(
+                lambda: WorkloadInstance.objects.filter(
+                    workload_id=ctx.workload.id, instance_id=created["instance_id"], launched_at__isnull=True
+                ).update(launched_at=launched_at)
+            )
         port = ctx.workload.config.get("health_check_port", 8080)
         return {"public_ip": info.public_ip, "address": info.address(port)}
     if info.state == InstanceState.PREEMPTED:
         # Reclaimed while it booted: an interruption like any other. Block the pool, place again.
         reason = f"preempted while starting{f' ({info.state_reason})' if info.state_reason else ''}"
-        _abandon_create(ctx, created, reason)
         pool = _pool_name(Candidate.from_dict(created["placement"]))
-        raise Rewind("find-placement", f"{pool}: {reason}")
+        raise Rewind("find-placement", f"{pool}: {reason}", effect=_abandon_create(ctx, created, reason))
     if info.state in (InstanceState.TERMINATED, InstanceState.FAILED):
         reason = f" ({info.state_reason})" if info.state_reason else ""
         raise StepFailed(f"Instance failed to start: {info.state}{reason}")
     raise NotYet(f"instance is {info.state}")
 
 
-def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception | str) -> None:
-    """Block the refused pool and remove what the failed create left (Azure keeps a failed VM resource)."""
+def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception | str) -> Callable[[], None]:
+    """Block the refused pool and remove what the failed create left (Azure keeps a failed VM resource).
+
+    Returns the rewind's database effect: the instance row goes (in the rewind's transaction,
+    after the create's own record when both ran in one task).
+    """
     placement = created["placement"]
     pool_block(
         provider=placement["provider"],
@@ -357,10 +381,14 @@ def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exceptio
         reason=refused if isinstance(refused, str) else f"{type(refused).__name__}: {refused}",
     )
     get_cloud(created["provider"]).terminate_instance(created["instance_id"], created["region"])
-    # The capacity was never allocated: no segment to bill (the rewind event keeps the record).
-    WorkloadInstance.objects.filter(
-        workload_id=ctx.workload.id, instance_id=created["instance_id"], usage_record__isnull=True
-    ).delete()
+
+    def forget() -> None:
+        # The capacity was never allocated: no segment to bill (the rewind event keeps the record).
+        WorkloadInstance.objects.filter(
+            workload_id=ctx.workload.id, instance_id=created["instance_id"], usage_record__isnull=True
+        ).delete()
+
+    return forget
 
 
 # 6 ---------------------------------------------------------------------------------
@@ -387,20 +415,22 @@ def register_routing(ctx: StepContext) -> dict[str, Any]:
     workload_id = ctx.workload.id
 
     def register() -> None:
-        WorkloadRouting.objects.update_or_create(
-            workload_id=workload_id,
-            defaults={
+        workload = ctx.workload_for_update()
+        workload_row_upsert(
+            model=WorkloadRouting,
+            workload=workload,
+            values={
                 "endpoint": ready["address"],
                 "provider": created["provider"],
                 "region": created["region"],
                 "instance_id": created["instance_id"],
+                "updated_at": timezone.now(),
             },
         )
         WorkloadInstance.objects.filter(workload_id=workload_id, instance_id=created["instance_id"]).update(
             status=InstanceStatus.RUNNING, public_ip=ready["public_ip"], healthy_at=timezone.now()
         )
-        workload = Workload.objects.select_for_update().get(id=workload_id)
-        workload_transition_locked(workload, "mark_ready", message=f"Running at {ready['address']}.")
+        workload_transition_locked(workload, "mark_ready", message=f"Running at {ready['address']}.", events=ctx.events)
         address = ready["address"]
         transaction.on_commit(lambda: routing.kv_set_endpoint(workload_id=workload_id, endpoint=address))
 
@@ -433,9 +463,10 @@ def start_health_monitoring(ctx: StepContext) -> dict[str, Any]:
     ready = ctx.result_of("wait-for-instance")
     port = ctx.workload.config.get("health_check_port", 8080)
     ctx.on_commit_effects(
-        lambda: HealthMonitor.objects.update_or_create(
-            workload_id=ctx.workload.id,
-            defaults={
+        lambda: workload_row_upsert(
+            model=HealthMonitor,
+            workload=ctx.workload_for_update(),
+            values={
                 "active": True,
                 "instance_id": created["instance_id"],
                 "provider": created["provider"],
@@ -462,6 +493,8 @@ def notify_customer(ctx: StepContext) -> dict[str, Any]:
             type=NotificationType.WORKLOAD_READY,
             payload=payload,
             dedupe_key=str(ctx.run.id),
+            # The step's record happens once per run (its claim): no notification of this run yet.
+            first_time=True,
         )
     )
     return payload
@@ -501,22 +534,27 @@ def _wait(message: str) -> Poll:
 
 # The steps, named once: the provisioning run is all of them; a migration reuses some (migrate.py).
 VALIDATE_QUOTAS = Step("validate-quotas", validate_quotas)
-FIND_PLACEMENT = Step("find-placement", find_placement)
-UPDATE_STATUS_PROVISIONING = Step("update-status-provisioning", update_status_provisioning)
+FIND_PLACEMENT = Step("find-placement", find_placement, follows=True)
+UPDATE_STATUS_PROVISIONING = Step("update-status-provisioning", update_status_provisioning, follows=True)
 PROVISION_CLOUD_RESOURCES = Step(
     "provision-cloud-resources",
     provision_cloud_resources,
     retry=RetryPolicy(limit=3, delay_seconds=10, exponential=True, retry_on=(TransientCloudError,)),
     compensate=_undo_create,
 )
-WAIT_FOR_INSTANCE = Step("wait-for-instance", wait_for_instance, poll=_wait("Timeout waiting for instance to start"))
-WAIT_FOR_WORKLOAD_READY = Step(
-    "wait-for-workload-ready", wait_for_workload_ready, poll=_wait("Timeout waiting for workload health check")
+WAIT_FOR_INSTANCE = Step(
+    "wait-for-instance", wait_for_instance, poll=_wait("Timeout waiting for instance to start"), follows=True
 )
-REGISTER_ROUTING = Step("register-routing", register_routing)
-INITIALIZE_STORAGE = Step("initialize-storage", initialize_storage)
-START_HEALTH_MONITORING = Step("start-health-monitoring", start_health_monitoring)
-NOTIFY_CUSTOMER = Step("notify-customer", notify_customer)
+WAIT_FOR_WORKLOAD_READY = Step(
+    "wait-for-workload-ready",
+    wait_for_workload_ready,
+    poll=_wait("Timeout waiting for workload health check"),
+    follows=True,
+)
+REGISTER_ROUTING = Step("register-routing", register_routing, follows=True)
+INITIALIZE_STORAGE = Step("initialize-storage", initialize_storage, follows=True)
+START_HEALTH_MONITORING = Step("start-health-monitoring", start_health_monitoring, follows=True)
+NOTIFY_CUSTOMER = Step("notify-customer", notify_customer, follows=True)
 
 STEPS = (
     VALIDATE_QUOTAS,

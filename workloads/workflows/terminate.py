@@ -15,7 +15,6 @@ from placement.clouds.base import TransientCloudError
 from storage.services import storage_schedule_cleanup
 from workloads.models import (
     WorkflowKind,
-    Workload,
     WorkloadEvent,
     WorkloadInstance,
     WorkloadStatus,
@@ -44,9 +43,7 @@ TERMINABLE = (S.STOPPING, S.INTERRUPTED, S.UNHEALTHY)
 
 
 def get_workload(ctx: StepContext) -> dict[str, Any]:
-    workload = Workload.objects.select_related("routing").filter(id=ctx.workload.id).first()
-    if workload is None:
-        raise StepFailed("Workload not found")
+    workload = ctx.workload  # loaded with the run, its routing with it
     routing_row = getattr(workload, "routing", None)
     return {
         "customer_id": str(workload.customer_id),
@@ -61,11 +58,13 @@ def update_status_stopping(ctx: StepContext) -> dict[str, Any]:
     """Make sure the workload is STOPPING (the API already moved it) and no provisioning goes on."""
 
     def stop() -> None:
-        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        workload = ctx.workload_for_update()
         if workload.status == S.RUNNING:
-            workload_transition_locked(workload, "user_terminate", message=ctx.payload.get("reason", ""))
+            workload_transition_locked(
+                workload, "user_terminate", message=ctx.payload.get("reason", ""), events=ctx.events
+            )
         elif workload.status in (S.PENDING, S.PROVISIONING):
-            workload_transition_locked(workload, "cancel", message=ctx.payload.get("reason", ""))
+            workload_transition_locked(workload, "cancel", message=ctx.payload.get("reason", ""), events=ctx.events)
         elif workload.status not in TERMINABLE:
             raise StepFailed(f"Workload is {workload.status}; nothing to terminate")
         workflow_run_cancel(workload_id=workload.id, kind=WorkflowKind.PROVISION, reason="terminated")
@@ -117,7 +116,7 @@ def update_final_status(ctx: StepContext) -> dict[str, Any]:
     reason = ctx.payload.get("reason", "")
 
     def finish() -> None:
-        workload = Workload.objects.select_for_update().get(id=ctx.workload.id)
+        workload = ctx.workload_for_update()
         if workload.status == S.TERMINATED:
             return
         now = timezone.now()
@@ -128,6 +127,7 @@ def update_final_status(ctx: StepContext) -> dict[str, Any]:
             workload,
             "cleanup_complete",
             message=reason or "Cleanup complete.",
+            events=ctx.events,
             terminated_at=now,
             termination_reason=workload.termination_reason or reason,
         )
@@ -141,7 +141,8 @@ def record_billing(ctx: StepContext) -> dict[str, Any]:
     records = []
 
     def bill() -> None:
-        for instance in WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=False):
+        ended = WorkloadInstance.objects.filter(workload_id=ctx.workload.id, terminated_at__isnull=False)
+        for instance in ended.select_related("workload"):
             records.extend(instance_release_record(instance=instance))
 
     ctx.on_commit_effects(bill)
@@ -150,17 +151,17 @@ def record_billing(ctx: StepContext) -> dict[str, Any]:
 
 STEPS = (
     Step("get-workload", get_workload),
-    Step("update-status-stopping", update_status_stopping),
-    Step("stop-health-monitoring", stop_health_monitoring),
+    Step("update-status-stopping", update_status_stopping, follows=True),
+    Step("stop-health-monitoring", stop_health_monitoring, follows=True),
     Step(
         "terminate-instance",
         terminate_instance,
         retry=RetryPolicy(limit=3, delay_seconds=5, retry_on=(TransientCloudError,)),
     ),
-    Step("schedule-storage-cleanup", schedule_storage_cleanup),
-    Step("remove-routing", remove_routing),
-    Step("update-final-status", update_final_status),
-    Step("record-billing", record_billing),
+    Step("schedule-storage-cleanup", schedule_storage_cleanup, follows=True),
+    Step("remove-routing", remove_routing, follows=True),
+    Step("update-final-status", update_final_status, follows=True),
+    Step("record-billing", record_billing, follows=True),
 )
 
 TERMINATE = register(Workflow(kind=WorkflowKind.TERMINATE, steps=STEPS))
