@@ -75,8 +75,15 @@ def trace_replay(
     tick: float = 1.0,
     policy: Policy | None = None,
     horizon: float | None = None,
+    launch_seconds: float | None = None,
 ) -> ReplayOutcome:
-    """Replay the job tick by tick until its work is done (or ``horizon``, twice the deadline by default)."""
+    """Replay the job tick by tick until its work is done (or ``horizon``, twice the deadline by default).
+
+    ``launch_seconds``: how long each launch really takes before progress resumes, when that is known
+    (e.g. measured on the system being compared); the policy is still told ``restart_overhead``, as the
+    product's policy is. Default: ``restart_overhead``.
+    """
+    launch_seconds = restart_overhead if launch_seconds is None else launch_seconds
     policy = policy or UniformProgress()
     by_key = {zone.key: zone for zone in zones}
     end = horizon if horizon is not None else 2 * (deadline or job_length * 10)
@@ -121,7 +128,7 @@ def trace_replay(
             if market is not None:
                 zone = by_key[pool]
                 bought_at = on_demand_price if market == "on_demand" else zone.prices[zone.row(at)]
-                overhead_left = restart_overhead
+                overhead_left = launch_seconds
                 outcome.launches.append((at, market, pool))
         if market is not None:
             working = max(tick - overhead_left, 0.0)
