@@ -27,6 +27,7 @@ from typing import Protocol
 
 import redis
 from django.conf import settings
+from django.db import DatabaseError
 from django_celery_beat.schedulers import DatabaseScheduler
 from redis.exceptions import LockError, RedisError
 
@@ -190,9 +191,14 @@ class LeaderScheduler(DatabaseScheduler):
                 logger.info("beat: standby, another beat holds the beat lock (%s)", self.leader_lock)
                 self._standby_logged = True
             return False
+        try:
+            # Start from the last-run times in the database, not the ones read when this beat started.
+            self._schedule = self.all_as_schedule()
+        except DatabaseError as exc:
+            logger.warning("beat: cannot read the schedule (%s); letting the beat lock go", exc)
+            self.leader_lock.release()
+            return False
         self.is_leader = True
-        logger.info("beat: leader, holds the beat lock (%s)", self.leader_lock)
-        # Start from the last-run times in the database, not the ones read when this beat started.
-        self._schedule = self.all_as_schedule()
         self._heap = None
+        logger.info("beat: leader, holds the beat lock (%s)", self.leader_lock)
         return True

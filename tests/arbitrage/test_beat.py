@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -219,3 +220,17 @@ def test_a_schedule_change_while_beat_sends_does_not_send_again(leading_schedule
     for _ in range(3):
         scheduler.tick()
     assert sent == [PROBE]
+
+
+def test_a_beat_that_cannot_read_the_schedule_lets_the_lock_go(leading_scheduler, monkeypatch):
+    probe_schedule_only(every=1, period=IntervalSchedule.HOURS, last_run_at=timezone.now() - dt.timedelta(days=1))
+    scheduler, lock, sent = leading_scheduler
+    lock.free = True
+
+    def database_down():
+        raise DatabaseError("connection refused")
+
+    monkeypatch.setattr(scheduler, "all_as_schedule", database_down)
+    scheduler.tick()
+    assert sent == []
+    assert not lock.held  # another beat may lead meanwhile
