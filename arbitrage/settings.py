@@ -228,7 +228,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat sends only while it holds the beat lock (arbitrage/beat.py), so a second beat waits;
+# a leader that dies is replaced within the TTL (Redis) or at the next retry (file lock).
+CELERY_BEAT_SCHEDULER = "arbitrage.beat:LeaderScheduler"
+BEAT_LOCK_TTL_SECONDS = env_int("BEAT_LOCK_TTL_SECONDS", 15, minimum=2, maximum=600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
