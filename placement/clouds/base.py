@@ -247,6 +247,9 @@ class CloudAdapter(ABC):
         to the next candidate. One status call per check: it never blocks.
         """
 
+    #: Whether ``get_instance_statuses`` reads many instances in one call (then callers batch their reads).
+    describes_in_batches: bool = False
+
     def get_instance_statuses(self, instance_ids: Sequence[str], region: str) -> dict[str, InstanceInfo]:
         """Current states of many instances of one region, in as few calls as the cloud allows.
 

@@ -40,6 +40,7 @@ from placement.errors import NoPlacement
 from placement.selectors import Candidate, placement_candidates
 from placement.services import pool_block, pool_launch_record
 from workloads import notifications, routing
+from workloads.instance_status import instance_status_read
 from workloads.models import (
     HealthMonitor,
     InstanceStatus,
@@ -329,8 +330,11 @@ def _pool_name(candidate: Candidate) -> str:
 def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
     created = ctx.result_of("provision-cloud-resources")
     try:
-        info = get_cloud(created["provider"]).get_instance_status(
-            created["instance_id"], created["region"], operation=created.get("operation", "")
+        info = instance_status_read(
+            provider=created["provider"],
+            region=created["region"],
+            instance_id=created["instance_id"],
+            operation=created.get("operation", ""),
         )
     except TransientCloudError as error:
         raise NotYet(f"status unavailable: {error.message}") from None

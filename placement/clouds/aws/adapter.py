@@ -310,6 +310,8 @@ class AwsCloud(CloudAdapter):
             )
         return found[0]
 
+    describes_in_batches = True
+
     def get_instance_statuses(self, instance_ids: Sequence[str], region: str) -> dict[str, InstanceInfo]:
         """DescribeInstances with up to 1,000 ids a call. One unknown id fails the whole call
         (``InvalidInstanceID.NotFound``): then the batch is split in halves until the unknown ids are alone."""
