@@ -15,6 +15,7 @@ from django.core.cache import caches
 
 from placement.clouds.base import InstanceInfo, InstanceNotFound, get_cloud
 from workloads.models import WorkloadInstance
+from workloads.workflows.engine import scaled
 
 # Shorter than the wait steps' re-check (5 s): a status is never read older than half a re-check.
 BATCH_FRESH_SECONDS = 2
@@ -40,7 +41,7 @@ def instance_status_read(*, provider: str, region: str, instance_id: str, operat
     statuses = cloud.get_instance_statuses([instance_id, *starting], region)
     others = {_key(provider, region, i): info for i, info in statuses.items() if i != instance_id}
     if others:
-        kv.set_many(others, timeout=BATCH_FRESH_SECONDS)
+        kv.set_many(others, timeout=max(scaled(BATCH_FRESH_SECONDS), 0.05))
     if instance_id not in statuses:
         raise InstanceNotFound(f"{provider} has no instance {instance_id} in {region}", provider=provider)
     return statuses[instance_id]

@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from placement.clouds.base import TransientCloudError
 from workloads import notifications, recovery, services
 from workloads.recovery import health_sweep_run
-from workloads.workflows import engine
+from workloads.workflows import engine, readiness
 
 # Workflow steps: acks_late + reject_on_worker_lost (settings) so a worker that
 # dies mid-step leaves the message to be redelivered; steps are idempotent.
@@ -58,6 +58,11 @@ def notification_deliver(self, notification_id: str) -> None:
 @shared_task(name="workloads.health_sweep", ignore_result=True)
 def health_sweep() -> dict:
     return health_sweep_run().__dict__
+
+
+@shared_task(name="workloads.readiness_sweep", ignore_result=True)
+def readiness_sweep() -> dict:
+    return readiness.readiness_sweep_run()
 
 
 @shared_task(name="workloads.checkpoint_request", ignore_result=True)

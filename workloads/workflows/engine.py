@@ -57,7 +57,16 @@ logger = logging.getLogger(__name__)
 
 
 class NotYet(Exception):
-    """The awaited condition does not hold yet: check again after the poll interval."""
+    """The awaited condition does not hold yet: check again after the poll interval.
+
+    ``swept``: a sweep watches the condition for many runs at once and wakes this run when it holds
+    (``workloads/workflows/readiness.py``); the run's own re-check is then only a fallback, every
+    ``Poll.swept_every_seconds``, and the wait gives up after the same time as unswept checks would.
+    """
+
+    def __init__(self, reason: str, *, swept: bool = False) -> None:
+        super().__init__(reason)
+        self.swept = swept
 
 
 class WaitFor(Exception):
@@ -121,11 +130,15 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Poll:
-    """A wait: re-check every ``every_seconds``, at most ``max_checks`` times."""
+    """A wait: re-check every ``every_seconds``, at most ``max_checks`` times (``every_seconds x max_checks`` in all).
+
+    ``swept_every_seconds``: the re-check of a swept wait (``NotYet(swept=True)``); None: as unswept.
+    """
 
     every_seconds: float = 5
     max_checks: int = 60
     timeout_message: str = "Timeout"
+    swept_every_seconds: float | None = None
 
 
 # Database hiccups (a lock timeout, a dropped connection) are retried for every step.
@@ -503,10 +516,12 @@ def _step_outcome(ctx: StepContext, definition: Step, error: Exception) -> Outco
 
     if isinstance(error, NotYet):
         poll = definition.poll or Poll()
-        if step.attempts >= poll.max_checks:
+        swept = error.swept and poll.swept_every_seconds is not None
+        waited = (timezone.now() - step.started_at).total_seconds() if step.started_at else 0.0
+        if step.attempts >= poll.max_checks or (swept and waited >= scaled(poll.every_seconds * poll.max_checks)):
             return give_up(f"{poll.timeout_message} ({error})")
         note(str(error))
-        return RetryLater(scaled(poll.every_seconds))
+        return RetryLater(scaled(poll.swept_every_seconds if swept else poll.every_seconds))
     if isinstance(error, WaitFor):
         note(str(error))
         WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=error.countdown))

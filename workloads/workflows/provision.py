@@ -367,7 +367,8 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
     if info.state in (InstanceState.TERMINATED, InstanceState.FAILED):
         reason = f" ({info.state_reason})" if info.state_reason else ""
         raise StepFailed(f"Instance failed to start: {info.state}{reason}")
-    raise NotYet(f"instance is {info.state}")
+    # Without an operation to follow, the readiness sweep reads this instance with the others starting.
+    raise NotYet(f"instance is {info.state}", swept=not created.get("operation"))
 
 
 def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception | str) -> Callable[[], None]:
@@ -405,9 +406,9 @@ def wait_for_workload_ready(ctx: StepContext) -> dict[str, Any]:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
             return {"health_url": url, "status": response.status}
     except urllib.error.HTTPError as error:
-        raise NotYet(f"GET {url} answered {error.code}") from None
+        raise NotYet(f"GET {url} answered {error.code}", swept=True) from None
     except (urllib.error.URLError, OSError) as error:
-        raise NotYet(f"GET {url} failed: {getattr(error, 'reason', error)}") from None
+        raise NotYet(f"GET {url} failed: {getattr(error, 'reason', error)}", swept=True) from None
 
 
 # 7 ---------------------------------------------------------------------------------
@@ -533,7 +534,11 @@ def provision_cleanup(run: WorkflowRun) -> None:
 
 
 def _wait(message: str) -> Poll:
-    return Poll(every_seconds=5, max_checks=60, timeout_message=message)
+    # Swept (readiness.py wakes the run as soon as the instance is up or answers): its own re-check
+    # is the slower fallback, within the same five minutes.
+    return Poll(
+        every_seconds=5, max_checks=60, timeout_message=message, swept_every_seconds=settings.READINESS_POLL_SECONDS
+    )
 
 
 # The steps, named once: the provisioning run is all of them; a migration reuses some (migrate.py).

@@ -391,6 +391,14 @@ class LocalCloud(base.CloudAdapter):
         view = _view_for([record])
         return _info(_settle(record, view), view)
 
+    # Its statuses are local reads (and one call to the fleet host for all of them): cheap to read together.
+    describes_in_batches = True
+
+    def get_instance_statuses(self, instance_ids, region: str) -> dict[str, InstanceInfo]:
+        records = [record for i in dict.fromkeys(instance_ids) if (record := self._own(i, region)) is not None]
+        view = _view_for(records)
+        return {record["instance_id"]: _info(_settle(record, view), view) for record in records}
+
     def terminate_instance(self, instance_id: str, region: str) -> None:
         if self._own(instance_id, region) is None:
             logger.info("local cloud: terminate of unknown instance %s in %s %s", instance_id, self.provider, region)

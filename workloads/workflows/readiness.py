@@ -1,0 +1,96 @@
+"""The readiness sweep: one pass looks at every run waiting for its instance to start or its workload to answer.
+
+A run waiting in ``wait-for-instance`` or ``wait-for-workload-ready`` re-checks on its own only
+every ``READINESS_POLL_SECONDS`` (a fallback). With thousands of instances booting at once, a check
+per run every few seconds would be thousands of tasks a second; instead, every
+``READINESS_SWEEP_SECONDS`` beat runs this sweep:
+
+* the instances still starting, read together per provider and region
+  (``CloudAdapter.get_instance_statuses``: one DescribeInstances for 1,000 on AWS), on clouds
+  that read many at once (``describes_in_batches``); an instance whose create operation is still
+  followed (GCP, Azure) keeps its own checks;
+* the workloads whose instance is up: ``GET /health`` of all of them at once
+  (``workloads.health.check_many``, as the health sweep does).
+
+Every run whose instance left ``pending`` (started, or failed) or whose workload answers is kicked
+(``engine.workflow_run_kick``): its wait step runs now and the run goes on. Runs still waiting cost
+nothing until the next sweep.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.conf import settings
+
+from placement.clouds.base import CloudNotConfigured, InstanceState, TransientCloudError, get_cloud
+from workloads.health import check_many
+from workloads.models import RunStatus, StepStatus, WorkflowStep
+from workloads.workflows.engine import workflow_run_kick
+
+INSTANCE_STEP = "wait-for-instance"
+READY_STEP = "wait-for-workload-ready"
+CREATE_STEP = "provision-cloud-resources"
+
+
+def _waiting(step_name: str) -> list:
+    return list(
+        WorkflowStep.objects.filter(name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING)
+        .order_by("run__created_at")
+        .values_list("run_id", flat=True)
+    )
+
+
+def _results(run_ids: list, step_name: str) -> dict:
+    return dict(
+        WorkflowStep.objects.filter(run_id__in=run_ids, name=step_name, status=StepStatus.SUCCEEDED).values_list(
+            "run_id", "result"
+        )
+    )
+
+
+def _started(run_ids: list) -> list:
+    """The runs among ``run_ids`` whose instance is no longer pending (or is gone)."""
+    created = _results(run_ids, CREATE_STEP)
+    by_region: dict[tuple[str, str], list] = defaultdict(list)
+    for run_id in run_ids:
+        result = created.get(run_id) or {}
+        if result.get("instance_id") and not result.get("operation"):
+            by_region[(result["provider"], result["region"])].append(run_id)
+    started = []
+    for (provider, region), runs in by_region.items():
+        try:
+            cloud = get_cloud(provider)
+        except CloudNotConfigured:
+            continue
+        if not cloud.describes_in_batches:
+            continue
+        try:
+            statuses = cloud.get_instance_statuses([created[run_id]["instance_id"] for run_id in runs], region)
+        except TransientCloudError:
+            continue  # the runs' own checks, and the next sweep, ask again
+        for run_id in runs:
+            info = statuses.get(created[run_id]["instance_id"])
+            if info is None or info.state is not InstanceState.PENDING:
+                started.append(run_id)
+    return started
+
+
+def _answering(run_ids: list) -> list:
+    """The runs among ``run_ids`` whose workload answers its health check."""
+    addresses = {run_id: (result or {}).get("address") for run_id, result in _results(run_ids, INSTANCE_STEP).items()}
+    runs = [run_id for run_id in run_ids if addresses.get(run_id)]
+    results = check_many(
+        [addresses[run_id] for run_id in runs],
+        timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS,
+        concurrency=settings.HEALTH_CHECK_CONCURRENCY,
+    )
+    return [run_id for run_id, result in zip(runs, results, strict=True) if result.ok]
+
+
+def readiness_sweep_run() -> dict[str, int]:
+    """Look at every waiting run once; kick those whose wait is over. Counts of waiting and kicked runs."""
+    starting, booting = _waiting(INSTANCE_STEP), _waiting(READY_STEP)
+    ready = (_started(starting) if starting else []) + (_answering(booting) if booting else [])
+    kicked = sum(1 for run_id in ready if workflow_run_kick(run_id=run_id))
+    return {"starting": len(starting), "booting": len(booting), "kicked": kicked}
