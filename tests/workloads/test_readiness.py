@@ -46,14 +46,17 @@ def test_a_waiting_run_goes_on_when_a_sweep_sees_its_instance_up_and_not_before(
         waiting = run.steps.get(status=StepStatus.RUNNING).name
         assert waiting in ("wait-for-instance", "wait-for-workload-ready")
         chains.clear()
-        wait_until(lambda: readiness_sweep_run()["kicked"], timeout=30, interval=0.2, what=f"a sweep to end {waiting}")
+        wait_until(lambda: readiness_sweep_run()["woken"], timeout=30, interval=0.2, what=f"a sweep to end {waiting}")
         kicks += 1
-        [(heads, kicked)] = chains  # a new chain from the wait, now; the old chain's countdown stops
-        assert heads[0] == waiting and kicked > generation
-        stale = engine.workflow_step_execute(run_id=run.id, step_name=waiting, generation=generation)
-        assert isinstance(stale, engine.Stop)
-        generation = kicked
+        [(heads, woken)] = chains  # a chain from the wait, now, of the same generation
+        assert heads[0] == waiting and woken == generation
+        assert readiness_sweep_run()["woken"] == 0  # not fed again while its wake is queued
+        chains.clear()
 
+    # The run's own countdown re-check, when it comes, finds the steps done: nothing happens twice.
+    assert isinstance(
+        engine.workflow_step_execute(run_id=run.id, step_name=waiting, generation=generation), engine.Done
+    )
     workload.refresh_from_db()
     assert workload.status == WorkloadStatus.RUNNING and kicks >= 1
-    assert readiness_sweep_run() == {"starting": 0, "booting": 0, "kicked": 0}
+    assert readiness_sweep_run() == {"starting": 0, "booting": 0, "woken": 0}

@@ -392,6 +392,18 @@ def workflow_run_kick(*, run_id: UUID | str) -> bool:
     return True
 
 
+def workflow_run_wake(*, run_id: UUID | str, kind: str, generation: int, waiting_step: str) -> None:
+    """Run a waiting run's steps from ``waiting_step`` on now, beside its own countdown re-check.
+
+    Unlike a kick, no new generation: nothing is superseded, so waking a run twice, or waking it as
+    its own re-check comes, is harmless (the second to record finds the steps done and goes on from
+    them). What the readiness sweep does for each run whose wait is over.
+    """
+    workflow = WORKFLOWS[kind]
+    names = workflow.step_names[workflow.step_names.index(waiting_step) :]
+    _enqueue_chain(UUID(str(run_id)), workflow.chain_heads(names), generation)
+
+
 def workflow_run_cancel(*, workload_id: UUID | str, kind: str, reason: str) -> list[UUID]:
     """Cancel a workload's running runs of ``kind``; call inside the caller's transaction."""
     cancelled = list(

@@ -12,9 +12,10 @@ per run every few seconds would be thousands of tasks a second; instead, every
 * the workloads whose instance is up: ``GET /health`` of all of them at once
   (``workloads.health.check_many``, as the health sweep does).
 
-Every run whose instance left ``pending`` (started, or failed) or whose workload answers is kicked
-(``engine.workflow_run_kick``): its wait step runs now and the run goes on. Runs still waiting cost
-nothing until the next sweep.
+Every run whose instance left ``pending`` (started, or failed) or whose workload answers is woken
+(``engine.workflow_run_wake``, at most once per ``WAKE_SECONDS``: a queue that is behind is not fed
+the same run again): its wait step runs now and the run goes on. Runs still waiting cost nothing
+until the next sweep.
 """
 
 from __future__ import annotations
@@ -22,23 +23,29 @@ from __future__ import annotations
 from collections import defaultdict
 
 from django.conf import settings
+from django.core.cache import caches
 
 from placement.clouds.base import CloudNotConfigured, InstanceState, TransientCloudError, get_cloud
 from workloads.health import check_many
 from workloads.models import RunStatus, StepStatus, WorkflowStep
-from workloads.workflows.engine import workflow_run_kick
+from workloads.workflows.engine import workflow_run_wake
 
 INSTANCE_STEP = "wait-for-instance"
 READY_STEP = "wait-for-workload-ready"
 CREATE_STEP = "provision-cloud-resources"
+WAKE_SECONDS = 30  # a woken run is not woken again for this long (its wake may wait in a long queue)
 
 
-def _waiting(step_name: str) -> list:
-    return list(
-        WorkflowStep.objects.filter(name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING)
+def _waiting(step_name: str) -> dict:
+    """The runs waiting in ``step_name``: run id -> (kind, chain generation)."""
+    return {
+        run_id: (kind, generation)
+        for run_id, kind, generation in WorkflowStep.objects.filter(
+            name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING
+        )
         .order_by("run__created_at")
-        .values_list("run_id", flat=True)
-    )
+        .values_list("run_id", "run__kind", "run__chain_generation")
+    }
 
 
 def _results(run_ids: list, step_name: str) -> dict:
@@ -89,8 +96,14 @@ def _answering(run_ids: list) -> list:
 
 
 def readiness_sweep_run() -> dict[str, int]:
-    """Look at every waiting run once; kick those whose wait is over. Counts of waiting and kicked runs."""
+    """Look at every waiting run once; wake those whose wait is over. Counts of waiting and woken runs."""
     starting, booting = _waiting(INSTANCE_STEP), _waiting(READY_STEP)
-    ready = (_started(starting) if starting else []) + (_answering(booting) if booting else [])
-    kicked = sum(1 for run_id in ready if workflow_run_kick(run_id=run_id))
-    return {"starting": len(starting), "booting": len(booting), "kicked": kicked}
+    over = [(run_id, INSTANCE_STEP, *starting[run_id]) for run_id in (_started(list(starting)) if starting else [])]
+    over += [(run_id, READY_STEP, *booting[run_id]) for run_id in (_answering(list(booting)) if booting else [])]
+    kv = caches["routing"]
+    woken = 0
+    for run_id, step, kind, generation in over:
+        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=WAKE_SECONDS):
+            workflow_run_wake(run_id=run_id, kind=kind, generation=generation, waiting_step=step)
+            woken += 1
+    return {"starting": len(starting), "booting": len(booting), "woken": woken}
