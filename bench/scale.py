@@ -214,7 +214,7 @@ def _run(args, env, api_key: str, web_port: int, processes) -> dict:
 
     lines.append(f"submitted through the API in {submitted:.1f} s ({args.workloads / submitted:.0f}/s)")
     lines.append(f"all RUNNING after {wall:.1f} s: {args.workloads / wall:.1f} provisioning runs per second")
-    lines.append(f"database queries per provisioning run: {queries}")
+    lines.append(f"database queries per provisioning run, run alone with its own wait checks: {queries}")
     lines.append(f"Celery tasks per provisioning run: {tasks / args.workloads:.1f} (step executions, waits included)")
     lines.append(sampler.latency_line())
     lines.extend(sampler.rss_lines())
