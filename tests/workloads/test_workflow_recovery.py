@@ -69,7 +69,8 @@ def test_killed_inside_wait_for_instance(catalog, worker_factory, local_cloud_cl
 
     first.kill()
     worker_factory(env=slow_boot)
-    assert workflow_resume_stalled(stalled_for=timedelta(0))
+    # A parked wait is not stalled until its own re-check was due (then nothing touched it).
+    wait_until(lambda: workflow_resume_stalled(stalled_for=timedelta(0)), what="the run to count as stalled")
 
     assert reaches(workload, S.RUNNING, S.FAILED) == S.RUNNING, workload.failure_reason
     assert len(local_instances_of(local_cloud_clean, workload)) == 1

@@ -533,7 +533,12 @@ def _step_outcome(ctx: StepContext, definition: Step, error: Exception) -> Outco
         if step.attempts >= poll.max_checks or (swept and waited >= scaled(poll.every_seconds * poll.max_checks)):
             return give_up(f"{poll.timeout_message} ({error})")
         note(str(error))
-        return RetryLater(scaled(poll.swept_every_seconds if swept else poll.every_seconds))
+        if swept:
+            # Parked until the sweep wakes it: not stalled meanwhile (a resume would add a chain per run).
+            countdown = scaled(poll.swept_every_seconds)
+            WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=countdown))
+            return RetryLater(countdown)
+        return RetryLater(scaled(poll.every_seconds))
     if isinstance(error, WaitFor):
         note(str(error))
         WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=error.countdown))

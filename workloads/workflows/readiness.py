@@ -13,9 +13,9 @@ per run every few seconds would be thousands of tasks a second; instead, every
   (``workloads.health.check_many``, as the health sweep does).
 
 Every run whose instance left ``pending`` (started, or failed) or whose workload answers is woken
-(``engine.workflow_run_wake``, at most once per ``WAKE_SECONDS``: a queue that is behind is not fed
-the same run again): its wait step runs now and the run goes on. Runs still waiting cost nothing
-until the next sweep.
+(``engine.workflow_run_wake``, at most once per ``READINESS_POLL_SECONDS``: a queue that is behind is
+not fed the same run again; by then the run's own re-check comes anyway): its wait step runs now
+and the run goes on. Runs still waiting cost nothing until the next sweep.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from workloads.workflows.engine import workflow_run_wake
 INSTANCE_STEP = "wait-for-instance"
 READY_STEP = "wait-for-workload-ready"
 CREATE_STEP = "provision-cloud-resources"
-WAKE_SECONDS = 30  # a woken run is not woken again for this long (its wake may wait in a long queue)
 
 
 def _waiting(step_name: str) -> dict:
@@ -103,7 +102,7 @@ def readiness_sweep_run() -> dict[str, int]:
     kv = caches["routing"]
     woken = 0
     for run_id, step, kind, generation in over:
-        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=WAKE_SECONDS):
+        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=settings.READINESS_POLL_SECONDS):
             workflow_run_wake(run_id=run_id, kind=kind, generation=generation, waiting_step=step)
             woken += 1
     return {"starting": len(starting), "booting": len(booting), "woken": woken}
