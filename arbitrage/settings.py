@@ -535,7 +535,7 @@ HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, max
 # provisioning run waits on and wakes the runs whose instance answers; a waiting run's own re-check
 # (the fallback) comes every READINESS_POLL_SECONDS.
 READINESS_SWEEP_SECONDS = env_int("READINESS_SWEEP_SECONDS", 2, minimum=1, maximum=3600)
-READINESS_POLL_SECONDS = env_int("READINESS_POLL_SECONDS", 60, minimum=1, maximum=300)
+READINESS_POLL_SECONDS = env_int("READINESS_POLL_SECONDS", 15, minimum=1, maximum=300)
 # A customer's rebalance moves a workload only to an offer at least this much cheaper (percent).
 REBALANCE_MIN_SAVING_PCT = env_float("REBALANCE_MIN_SAVING_PCT", 10.0, minimum=0, maximum=100)
 # Pool statistics (what the fleet saw of each pool) halve their weight every this many hours.
