@@ -27,6 +27,7 @@ from django.core.cache import caches
 
 from placement.clouds.base import CloudNotConfigured, InstanceState, TransientCloudError, get_cloud
 from workloads.health import check_many
+from workloads.instance_status import instance_statuses_read
 from workloads.models import RunStatus, StepStatus, WorkflowStep
 from workloads.workflows.engine import workflow_run_wake
 
@@ -72,7 +73,10 @@ def _started(run_ids: list) -> list:
         if not cloud.describes_in_batches:
             continue
         try:
-            statuses = cloud.get_instance_statuses([created[run_id]["instance_id"] for run_id in runs], region)
+            # Left in the routing KV too: the woken runs' own checks read them from there.
+            statuses = instance_statuses_read(
+                provider=provider, region=region, instance_ids=[created[run_id]["instance_id"] for run_id in runs]
+            )
         except TransientCloudError:
             continue  # the runs' own checks, and the next sweep, ask again
         for run_id in runs:
