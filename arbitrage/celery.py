@@ -60,6 +60,18 @@ def task_log_fields(task: Any, args: tuple | list | None, kwargs: dict | None) -
 
 
 @task_prerun.connect
+def retire_old_connections(**_: Any) -> None:
+    """Drop a database connection that is broken or older than ``CONN_MAX_AGE`` before a task uses it.
+
+    Workers keep their connection across tasks (``CELERY_DB_REUSE_MAX``), as the web keeps one
+    across requests, and Django's request-start check is done here.
+    """
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+@task_prerun.connect
 def bind_task_log_context(task_id: str | None = None, task: Any = None, args=None, kwargs=None, **_: Any) -> None:
     fields = task_log_fields(task, args, kwargs)
     if fields and task_id is not None:

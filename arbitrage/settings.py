@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from arbitrage.env import (
     ConfigError,
@@ -226,7 +227,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Steps are short: a few prefetched messages per process keep a worker busy
 # instead of waiting a broker poll between tasks (the filesystem broker polls).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# Celery's Django fixup closes the database connection after every task unless told to reuse it:
+# a new PostgreSQL backend (a fork, a login, SET TIME ZONE) per step. Reused for this many tasks,
+# and Django's CONN_MAX_AGE / health checks still retire it when it is old or broken.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_SERIALIZER = "json"
+# The sweeps that wake waiting runs and watch running ones have a queue of their own, which every
+# worker consumes beside the default one: they are not held behind thousands of queued steps.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("sweeps"))
+CELERY_TASK_ROUTES = {
+    "workloads.readiness_sweep": {"queue": "sweeps"},
+    "workloads.health_sweep": {"queue": "sweeps"},
+}
 CELERY_ACCEPT_CONTENT = ["json"]
 # Beat sends only while it holds the beat lock (arbitrage/beat.py), so a second beat waits;
 # a leader that dies is replaced within the TTL (Redis) or at the next retry (file lock).
@@ -532,10 +545,13 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0, mi
 HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 500, minimum=1, maximum=10_000)
 HEALTH_FAILURE_THRESHOLD = env_int("HEALTH_FAILURE_THRESHOLD", 3, minimum=1, maximum=100)
 # Readiness sweep (beat, workloads/workflows/readiness.py): how often one pass checks every instance a
-# provisioning run waits on and wakes the runs whose instance answers; a waiting run's own re-check
-# (the fallback) comes every READINESS_POLL_SECONDS.
+# provisioning run waits on and wakes the runs whose instance answers (a long pass spaces the next
+# ones out). While it runs, a waiting run's own re-check (the fallback) comes only every
+# READINESS_POLL_SECONDS, at the latest at its wait's limit (5 minutes); with no sweep running, waits
+# re-check every 5 s on their own. Each re-check is a task: thousands of runs booting at once would
+# otherwise be thousands of tasks a second.
 READINESS_SWEEP_SECONDS = env_int("READINESS_SWEEP_SECONDS", 2, minimum=1, maximum=3600)
-READINESS_POLL_SECONDS = env_int("READINESS_POLL_SECONDS", 15, minimum=1, maximum=300)
+READINESS_POLL_SECONDS = env_int("READINESS_POLL_SECONDS", 300, minimum=1, maximum=3600)
 # A customer's rebalance moves a workload only to an offer at least this much cheaper (percent).
 REBALANCE_MIN_SAVING_PCT = env_float("REBALANCE_MIN_SAVING_PCT", 10.0, minimum=0, maximum=100)
 # Pool statistics (what the fleet saw of each pool) halve their weight every this many hours.

@@ -162,6 +162,7 @@ def _run(args, env, api_key: str, web_port: int, processes) -> dict:
     counts = _wait_until(ids, {WorkloadStatus.RUNNING}, started + args.timeout)
     wall = time.monotonic() - started
     sampler.phase = "running"
+    cpu_lines = sampler.cpu_lines(wall)
     failed = counts.get(WorkloadStatus.FAILED, 0)
     if failed:
         example = Workload.objects.filter(id__in=ids, status=WorkloadStatus.FAILED).first()
@@ -173,7 +174,8 @@ def _run(args, env, api_key: str, web_port: int, processes) -> dict:
     while provisioning.filter(status=RunStatus.RUNNING).exists() and time.monotonic() < finish_by:
         time.sleep(0.5)
     runs = WorkflowStep.objects.filter(run__workload_id__in=ids, run__kind=WorkflowKind.PROVISION)
-    tasks = sum(runs.values_list("attempts", flat=True))
+    step_executions = sum(runs.values_list("attempts", flat=True))
+    tasks = _tasks_run()
     sweep_started = time.monotonic()
     sweep = health_sweep_run()
     sweep_seconds = time.monotonic() - sweep_started
@@ -215,7 +217,11 @@ def _run(args, env, api_key: str, web_port: int, processes) -> dict:
     lines.append(f"submitted through the API in {submitted:.1f} s ({args.workloads / submitted:.0f}/s)")
     lines.append(f"all RUNNING after {wall:.1f} s: {args.workloads / wall:.1f} provisioning runs per second")
     lines.append(f"database queries per provisioning run, run alone with its own wait checks: {queries}")
-    lines.append(f"Celery tasks per provisioning run: {tasks / args.workloads:.1f} (step executions, waits included)")
+    lines.append(
+        f"Celery tasks per provisioning run: {tasks / args.workloads:.1f} (every task the workers ran until all "
+        f"RUNNING, sweeps included); step executions per run: {step_executions / args.workloads:.1f}"
+    )
+    lines.extend(cpu_lines)
     lines.append(sampler.latency_line())
     lines.extend(sampler.rss_lines())
     lines.append(f"health sweep over all: {sweep.checked} checked, {sweep.healthy} healthy in {sweep_seconds:.1f} s")
@@ -240,6 +246,23 @@ class _Sampler(threading.Thread):
         self.peak_rss: dict[str, int] = {}
         self.phase = "starting"
         self._stopped = threading.Event()
+        self.cpu_at_start = {name: _cpu_tree(process.pid) for name, process in processes.items()}
+        self.machine_at_start = _machine_busy()
+
+    def cpu_lines(self, wall: float) -> list[str]:
+        """CPU seconds each process (with its children) and the whole machine spent since the start."""
+        used = {
+            name: _cpu_tree(process.pid) - self.cpu_at_start.get(name, 0.0) for name, process in self.processes.items()
+        }
+        host = _fleet_host_pid()
+        if host:
+            used["fleet host"] = _cpu_tree(host)  # started by the first create, after the sampler
+        machine = _machine_busy() - self.machine_at_start
+        per = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in used.items())
+        return [
+            f"CPU until all RUNNING: {per}; the machine {machine:.0f} s of {wall * (os.cpu_count() or 1):.0f} s "
+            f"({os.cpu_count()} CPUs x wall)"
+        ]
 
     def run(self) -> None:
         import httpx
@@ -293,6 +316,38 @@ def _rss_tree(pid: int) -> int:
         for child_pid in child.read_text().split():
             total += _rss(int(child_pid))
     return total
+
+
+def _cpu_tree(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children."""
+    total = _cpu(pid)
+    for child in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child_pid in child.read_text().split():
+            total += _cpu(int(child_pid))
+    return total
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted after the command name.
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (not idle or waiting on I/O) since boot."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tasks_run() -> int:
+    """Tasks the workers have run so far, by their own count (``celery inspect stats``)."""
+    from arbitrage.celery import app
+
+    stats = app.control.inspect(timeout=5).stats() or {}
+    return sum(sum(worker.get("total", {}).values()) for worker in stats.values())
 
 
 def _rss(pid: int) -> int:

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from django.core.cache import caches
 
-from placement.clouds.base import InstanceInfo, InstanceNotFound, get_cloud
+from placement.clouds.base import InstanceInfo, InstanceNotFound, InstanceState, get_cloud
 from workloads.models import WorkloadInstance
 from workloads.workflows.engine import scaled
 
 # Shorter than the wait steps' re-check (5 s): a status is never read older than half a re-check.
 BATCH_FRESH_SECONDS = 2
-BATCH_LIMIT = 10_000  # instances read in one go (the adapter splits them into calls)
+# An instance seen started (or ended) is kept longer: a run woken for it may wait that long in the
+# queue behind other steps, and what follows checks the workload itself.
+SETTLED_FRESH_SECONDS = 60
+# Instances read with one run's own check (one DescribeInstances call on AWS); the sweep reads all.
+BATCH_LIMIT = 1_000
 
 
 def _key(provider: str, region: str, instance_id: str) -> str:
@@ -29,10 +33,15 @@ def _key(provider: str, region: str, instance_id: str) -> str:
 def instance_statuses_read(*, provider: str, region: str, instance_ids: list[str]) -> dict[str, InstanceInfo]:
     """Read many instances of one region in one batch and leave their statuses in the routing KV."""
     statuses = get_cloud(provider).get_instance_statuses(instance_ids, region)
-    if statuses:
-        kv = caches["routing"]
-        entries = {_key(provider, region, i): info for i, info in statuses.items()}
-        kv.set_many(entries, timeout=max(scaled(BATCH_FRESH_SECONDS), 0.05))
+    kv = caches["routing"]
+    for pending, fresh in ((True, BATCH_FRESH_SECONDS), (False, SETTLED_FRESH_SECONDS)):
+        entries = {
+            _key(provider, region, i): info
+            for i, info in statuses.items()
+            if (info.state is InstanceState.PENDING) == pending
+        }
+        if entries:
+            kv.set_many(entries, timeout=max(scaled(fresh), 0.05))
     return statuses
 
 

@@ -62,7 +62,7 @@ def health_sweep() -> dict:
 
 @shared_task(name="workloads.readiness_sweep", ignore_result=True)
 def readiness_sweep() -> dict:
-    return readiness.readiness_sweep_run()
+    return readiness.readiness_sweep_tick()
 
 
 @shared_task(name="workloads.checkpoint_request", ignore_result=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from tests.factories import customer_with_key
@@ -9,7 +11,7 @@ from tests.live import wait_until
 from workloads.models import StepStatus, WorkflowKind, WorkflowRun, WorkloadStatus
 from workloads.services import workload_create
 from workloads.workflows import engine
-from workloads.workflows.readiness import readiness_sweep_run
+from workloads.workflows.readiness import readiness_sweep_run, readiness_sweep_tick, sweep_watching
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,6 +28,7 @@ def test_a_waiting_run_goes_on_when_a_sweep_sees_its_instance_up_and_not_before(
     settings, catalog, local_cloud_clean, chains
 ):
     settings.LOCAL_CLOUD_BOOT_DELAY_MS = 1500  # pending for a while: the first checks are too early
+    settings.READINESS_POLL_SECONDS = 60
     customer, _ = customer_with_key()
     workload, _ = workload_create(
         customer=customer, name="booting", requirements={"vcpu": 2, "memory_gb": 4}, config={"health_check_port": 8080}
@@ -41,8 +44,12 @@ def test_a_waiting_run_goes_on_when_a_sweep_sees_its_instance_up_and_not_before(
         if isinstance(outcome, engine.Done):
             break
         assert isinstance(outcome, engine.RetryLater), outcome
-        # Its own re-check is the slow fallback: the sweep is what wakes it.
-        assert outcome.countdown == engine.scaled(settings.READINESS_POLL_SECONDS)
+        if kicks == 0 and not sweep_watching():
+            # No sweep has run yet: the wait re-checks on its own, every 5 s.
+            assert outcome.countdown == engine.scaled(5)
+        else:
+            # Its own re-check is the slow fallback: the sweep is what wakes it.
+            assert outcome.countdown == engine.scaled(settings.READINESS_POLL_SECONDS)
         waiting = run.steps.get(status=StepStatus.RUNNING).name
         assert waiting in ("wait-for-instance", "wait-for-workload-ready")
         chains.clear()
@@ -60,3 +67,44 @@ def test_a_waiting_run_goes_on_when_a_sweep_sees_its_instance_up_and_not_before(
     workload.refresh_from_db()
     assert workload.status == WorkloadStatus.RUNNING and kicks >= 1
     assert readiness_sweep_run() == {"starting": 0, "booting": 0, "woken": 0}
+
+
+def test_a_wait_past_its_limit_is_woken_and_gives_up(settings, catalog, local_cloud_clean, chains):
+    settings.LOCAL_CLOUD_BOOT_DELAY_MS = 600_000  # never up within the test
+    customer, _ = customer_with_key()
+    workload, _ = workload_create(customer=customer, name="stuck", requirements={"vcpu": 2, "memory_gb": 4}, config={})
+    run = WorkflowRun.objects.get(workload=workload, kind=WorkflowKind.PROVISION)
+    [(heads, generation)] = chains
+    for head in heads:
+        outcome = engine.workflow_step_execute(run_id=run.id, step_name=head, generation=generation)
+    assert isinstance(outcome, engine.RetryLater)
+    chains.clear()
+    assert readiness_sweep_run()["woken"] == 0  # still booting, within its limit
+
+    # Its wait began longer ago than the wait's limit (5 min, scaled): the sweep wakes it to give up.
+    step = run.steps.get(name="wait-for-instance")
+    step.started_at -= timedelta(seconds=engine.scaled(300) + 1)
+    step.save(update_fields=["started_at"])
+    assert readiness_sweep_run()["woken"] == 1
+    [(woken_heads, _)] = chains
+    outcome = engine.workflow_step_execute(run_id=run.id, step_name=woken_heads[0], generation=generation)
+    assert isinstance(outcome, engine.Stop)
+    run.refresh_from_db()
+    assert run.status == "failed" and "Timeout waiting for instance to start" in run.error
+
+
+def test_the_sweep_spaces_out_its_passes_by_their_length(monkeypatch, db):
+    from django.core.cache import caches
+
+    from workloads.workflows import readiness
+
+    caches["routing"].delete_many([readiness.LAST_PASS_KEY, readiness.RUNNING_KEY])
+    passes = []
+    monkeypatch.setattr(readiness, "readiness_sweep_run", lambda: passes.append(1) or {"woken": 0})
+    clock = iter([1000.0, 1002.0, 1003.0, 1010.0, 1011.0])  # when each tick begins, and each pass ends
+    monkeypatch.setattr(readiness, "_clock", lambda: next(clock))
+
+    assert readiness_sweep_tick() == {"woken": 0}  # began at 1000, took 2 s
+    assert readiness_sweep_tick() == {"skipped": 1}  # at 1003: sooner than 4 x 2 s after 1000
+    assert readiness_sweep_tick() == {"woken": 0}  # at 1010
+    assert len(passes) == 2 and sweep_watching()

@@ -61,7 +61,8 @@ class NotYet(Exception):
 
     ``swept``: a sweep watches the condition for many runs at once and wakes this run when it holds
     (``workloads/workflows/readiness.py``); the run's own re-check is then only a fallback, every
-    ``Poll.swept_every_seconds``, and the wait gives up after the same time as unswept checks would.
+    ``Poll.swept_every_seconds`` and at the latest at the wait's limit, where it gives up after the
+    same time as unswept checks would.
     """
 
     def __init__(self, reason: str, *, swept: bool = False) -> None:
@@ -535,7 +536,9 @@ def _step_outcome(ctx: StepContext, definition: Step, error: Exception) -> Outco
         note(str(error))
         if swept:
             # Parked until the sweep wakes it: not stalled meanwhile (a resume would add a chain per run).
-            countdown = scaled(poll.swept_every_seconds)
+            # Its own re-check comes no later than the wait's limit, where it gives up if still not ready.
+            left = scaled(poll.every_seconds * poll.max_checks) - waited
+            countdown = max(min(scaled(poll.swept_every_seconds), left), scaled(poll.every_seconds))
             WorkflowRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() + timedelta(seconds=countdown))
             return RetryLater(countdown)
         return RetryLater(scaled(poll.every_seconds))

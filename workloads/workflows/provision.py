@@ -72,6 +72,7 @@ from workloads.workflows.engine import (
     register,
     scaled,
 )
+from workloads.workflows.readiness import sweep_watching
 
 S = WorkloadStatus
 # States that hold (or are about to hold) capacity against the customer's quota.
@@ -368,7 +369,8 @@ def wait_for_instance(ctx: StepContext) -> dict[str, Any]:
         reason = f" ({info.state_reason})" if info.state_reason else ""
         raise StepFailed(f"Instance failed to start: {info.state}{reason}")
     # Without an operation to follow, the readiness sweep reads this instance with the others starting.
-    raise NotYet(f"instance is {info.state}", swept=not created.get("operation"))
+    swept = not created.get("operation") and get_cloud(created["provider"]).describes_in_batches and sweep_watching()
+    raise NotYet(f"instance is {info.state}", swept=swept)
 
 
 def _abandon_create(ctx: StepContext, created: dict[str, Any], refused: Exception | str) -> Callable[[], None]:
@@ -406,9 +408,9 @@ def wait_for_workload_ready(ctx: StepContext) -> dict[str, Any]:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
             return {"health_url": url, "status": response.status}
     except urllib.error.HTTPError as error:
-        raise NotYet(f"GET {url} answered {error.code}", swept=True) from None
+        raise NotYet(f"GET {url} answered {error.code}", swept=sweep_watching()) from None
     except (urllib.error.URLError, OSError) as error:
-        raise NotYet(f"GET {url} failed: {getattr(error, 'reason', error)}", swept=True) from None
+        raise NotYet(f"GET {url} failed: {getattr(error, 'reason', error)}", swept=sweep_watching()) from None
 
 
 # 7 ---------------------------------------------------------------------------------

@@ -13,39 +13,75 @@ per run every few seconds would be thousands of tasks a second; instead, every
   (``workloads.health.check_many``, as the health sweep does).
 
 Every run whose instance left ``pending`` (started, or failed) or whose workload answers is woken
-(``engine.workflow_run_wake``, at most once per ``READINESS_POLL_SECONDS``: a queue that is behind is
-not fed the same run again; by then the run's own re-check comes anyway): its wait step runs now
-and the run goes on. Runs still waiting cost nothing until the next sweep.
+(``engine.workflow_run_wake``, at most once per ``WAKE_AGAIN_SECONDS``: a queue that is behind is
+not fed the same run again), and so is every run whose wait reached its limit (it then gives up):
+its wait step runs now and the run goes on. Runs still waiting cost nothing until the next sweep.
+
+Each pass marks the sweep alive in the routing KV (:func:`sweep_watching`); the wait steps then
+re-check on their own only every ``READINESS_POLL_SECONDS`` (the fallback), and every 5 s when no
+sweep runs. A pass that took ``s`` seconds is followed by the next one no sooner than ``PACE * s``
+after it began, and two never overlap: with tens of thousands of runs waiting the sweep takes a
+bounded share of a worker and the wakes reach the runs a few seconds later.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 from django.conf import settings
 from django.core.cache import caches
+from django.utils import timezone
 
 from placement.clouds.base import CloudNotConfigured, InstanceState, TransientCloudError, get_cloud
 from workloads.health import check_many
 from workloads.instance_status import instance_statuses_read
 from workloads.models import RunStatus, StepStatus, WorkflowStep
-from workloads.workflows.engine import workflow_run_wake
+from workloads.workflows.engine import WORKFLOWS, scaled, workflow_run_wake
 
 INSTANCE_STEP = "wait-for-instance"
 READY_STEP = "wait-for-workload-ready"
 CREATE_STEP = "provision-cloud-resources"
 
+ALIVE_KEY = "readiness-sweep:alive"
+LAST_PASS_KEY = "readiness-sweep:last-pass"
+RUNNING_KEY = "readiness-sweep:running"
+#: After a pass of ``s`` seconds the next begins no sooner than ``PACE * s`` after it: at most about a
+#: quarter of one worker goes to the sweep however many runs wait.
+PACE = 4
+#: A run woken is not woken again for this long (its wake may be queued behind many steps).
+WAKE_AGAIN_SECONDS = 60
 
-def _waiting(step_name: str) -> dict:
-    """The runs waiting in ``step_name``: run id -> (kind, chain generation)."""
-    return {
-        run_id: (kind, generation)
-        for run_id, kind, generation in WorkflowStep.objects.filter(
-            name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING
-        )
+
+def _clock() -> float:
+    """Wall-clock seconds: passes made by different workers are spaced out by it."""
+    return time.time()
+
+
+def sweep_watching() -> bool:
+    """Whether a readiness sweep has run lately: the wait steps may then leave the re-checks to it."""
+    return bool(caches["routing"].get(ALIVE_KEY))
+
+
+def _mark_alive() -> None:
+    caches["routing"].set(ALIVE_KEY, 1, timeout=max(10, 5 * settings.READINESS_SWEEP_SECONDS))
+
+
+def _waiting(step_name: str) -> tuple[dict, list]:
+    """The runs waiting in ``step_name``: run id -> (kind, chain generation), and those past their wait's limit."""
+    waiting, expired = {}, []
+    now = timezone.now()
+    for run_id, kind, generation, started_at in (
+        WorkflowStep.objects.filter(name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING)
         .order_by("run__created_at")
-        .values_list("run_id", "run__kind", "run__chain_generation")
-    }
+        .values_list("run_id", "run__kind", "run__chain_generation", "started_at")
+    ):
+        waiting[run_id] = (kind, generation)
+        poll = WORKFLOWS[kind].step(step_name).poll
+        limit = scaled(poll.every_seconds * poll.max_checks) if poll is not None else None
+        if limit is not None and started_at is not None and (now - started_at).total_seconds() >= limit:
+            expired.append(run_id)
+    return waiting, expired
 
 
 def _results(run_ids: list, step_name: str) -> dict:
@@ -100,13 +136,37 @@ def _answering(run_ids: list) -> list:
 
 def readiness_sweep_run() -> dict[str, int]:
     """Look at every waiting run once; wake those whose wait is over. Counts of waiting and woken runs."""
-    starting, booting = _waiting(INSTANCE_STEP), _waiting(READY_STEP)
-    over = [(run_id, INSTANCE_STEP, *starting[run_id]) for run_id in (_started(list(starting)) if starting else [])]
-    over += [(run_id, READY_STEP, *booting[run_id]) for run_id in (_answering(list(booting)) if booting else [])]
+    _mark_alive()
+    (starting, starting_expired), (booting, booting_expired) = _waiting(INSTANCE_STEP), _waiting(READY_STEP)
+    started = set(_started(list(starting)) if starting else []) | set(starting_expired)
+    answering = set(_answering(list(booting)) if booting else []) | set(booting_expired)
+    over = [(run_id, INSTANCE_STEP, *starting[run_id]) for run_id in started]
+    over += [(run_id, READY_STEP, *booting[run_id]) for run_id in answering]
     kv = caches["routing"]
     woken = 0
     for run_id, step, kind, generation in over:
-        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=settings.READINESS_POLL_SECONDS):
+        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=scaled(WAKE_AGAIN_SECONDS)):
             workflow_run_wake(run_id=run_id, kind=kind, generation=generation, waiting_step=step)
             woken += 1
     return {"starting": len(starting), "booting": len(booting), "woken": woken}
+
+
+def readiness_sweep_tick() -> dict[str, int]:
+    """The beat's task: a pass, unless one is running or the last began less than ``PACE`` times its length ago.
+
+    Either way the sweep is marked alive: the waits keep leaving their re-checks to it.
+    """
+    _mark_alive()
+    kv = caches["routing"]
+    last = kv.get(LAST_PASS_KEY)
+    began = _clock()
+    if last is not None and began < last["began"] + PACE * last["took"]:
+        return {"skipped": 1}
+    if not kv.add(RUNNING_KEY, 1, timeout=120):  # a pass cut short by a dead worker holds it no longer
+        return {"skipped": 1}
+    try:
+        counts = readiness_sweep_run()
+    finally:
+        kv.set(LAST_PASS_KEY, {"began": began, "took": _clock() - began}, timeout=3600)
+        kv.delete(RUNNING_KEY)
+    return counts
