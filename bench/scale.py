@@ -88,6 +88,12 @@ def main() -> None:
     customer = customer_create(name="scale bench", max_concurrent_workloads=args.workloads + 10)
     _, api_key = api_key_create(customer=customer)
 
+    # One run alone first, its steps executed in this process, to count its queries: before the
+    # workers and beat start, so that no readiness sweep wakes it (its waits re-check on their own).
+    from bench.inflight import count_provisioning_queries
+
+    queries = count_provisioning_queries(requirements=WORKLOAD["requirements"], config=WORKLOAD["config"])
+
     processes: dict[str, subprocess.Popen] = {}
     try:
         processes["web"] = _start(var_dir, "web", [
@@ -102,7 +108,7 @@ def main() -> None:
             sys.executable, "-m", "celery", "-A", "arbitrage", "beat", "--loglevel", "WARNING",
             "--pidfile", str(var_dir / "beat.pid")])  # fmt: skip
         _wait_for_web(web_port)
-        report = _run(args, env, api_key, web_port, processes)
+        report = _run(args, api_key, web_port, processes, queries)
     finally:
         for process in processes.values():
             _stop(process)
@@ -118,7 +124,7 @@ def main() -> None:
     print(f"scale ratio: {report['wall'] / args.boot_delay:.2f} (target < 3)")
 
 
-def _run(args, env, api_key: str, web_port: int, processes) -> dict:
+def _run(args, api_key: str, web_port: int, processes, queries: int) -> dict:
     import httpx
 
     from billing.models import UsageRecord
@@ -137,10 +143,6 @@ def _run(args, env, api_key: str, web_port: int, processes) -> dict:
     base = f"http://127.0.0.1:{web_port}/api/v1"
     headers = {"Authorization": f"Bearer {api_key}"}
     lines: list[str] = []
-    from bench.inflight import count_provisioning_queries
-
-    # One run alone first, its steps executed in this process, to count its queries.
-    queries = count_provisioning_queries(requirements=WORKLOAD["requirements"], config=WORKLOAD["config"])
     sampler = _Sampler(base=base, headers=headers, processes=processes)
     sampler.start()
 

@@ -32,7 +32,8 @@ def throwaway_database(name: str, *, env: dict[str, str] | None = None) -> tuple
     if url.startswith(("postgres://", "postgresql://", "pgsql://")):
         parts = urlsplit(url)
         database = f"{parts.path.lstrip('/') or 'postgres'}_{name}_bench"
-        _postgres(url, f'DROP DATABASE IF EXISTS "{database}"')
+        # FORCE: a run killed before its clean-up may have left a session on it.
+        _postgres(url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _postgres(url, f'CREATE DATABASE "{database}"')
         os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{database}"))
         description = f"PostgreSQL (throwaway database {database})"

@@ -1,12 +1,13 @@
 """Instance statuses read in batches while many workloads wait on one region.
 
-A provisioning run checks its new instance every few seconds (wait-for-instance). With thousands
-starting at once that is thousands of status calls, which the clouds throttle. Where a cloud
+A provisioning run checks its new instance while it boots (wait-for-instance). With thousands
+starting at once that would be thousands of status calls, which the clouds throttle. Where a cloud
 describes many instances in one call (``CloudAdapter.describes_in_batches``: AWS DescribeInstances
-takes 1,000 ids), one run's check reads every instance still starting in its provider and region
-and leaves their statuses in the routing KV for ``BATCH_FRESH_SECONDS`` (so does the readiness
-sweep's read): the other runs' checks in that time are answered from there. An instance whose
-create operation is still followed (GCP, Azure) is always asked about on its own, with its operation.
+takes 1,000 ids), the readiness sweep reads every instance still starting in a provider and region
+together and leaves their statuses in the routing KV (``instance_statuses_read``): a run's own
+check is answered from there, and only reads its one instance when the KV has nothing fresh for it
+(right after its create, or when no sweep runs). An instance whose create operation is still
+followed (GCP, Azure) is always asked about on its own, with its operation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 from django.core.cache import caches
 
 from placement.clouds.base import InstanceInfo, InstanceNotFound, InstanceState, get_cloud
-from workloads.models import WorkloadInstance
 from workloads.workflows.engine import scaled
 
 # Shorter than the wait steps' re-check (5 s): a status is never read older than half a re-check.
@@ -22,8 +22,6 @@ BATCH_FRESH_SECONDS = 2
 # An instance seen started (or ended) is kept longer: a run woken for it may wait that long in the
 # queue behind other steps, and what follows checks the workload itself.
 SETTLED_FRESH_SECONDS = 60
-# Instances read with one run's own check (one DescribeInstances call on AWS); the sweep reads all.
-BATCH_LIMIT = 1_000
 
 
 def _key(provider: str, region: str, instance_id: str) -> str:
@@ -53,10 +51,9 @@ def instance_status_read(*, provider: str, region: str, instance_id: str, operat
     cached = caches["routing"].get(_key(provider, region, instance_id))
     if cached is not None:
         return cached
-    starting = WorkloadInstance.objects.filter(
-        provider=provider, region=region, terminated_at__isnull=True, healthy_at__isnull=True
-    ).values_list("instance_id", flat=True)[:BATCH_LIMIT]
-    statuses = instance_statuses_read(provider=provider, region=region, instance_ids=[instance_id, *starting])
+    # Not the others starting: reading them all with each run's check costs O(runs) per run; the
+    # sweep reads them together.
+    statuses = instance_statuses_read(provider=provider, region=region, instance_ids=[instance_id])
     if instance_id not in statuses:
         raise InstanceNotFound(f"{provider} has no instance {instance_id} in {region}", provider=provider)
     return statuses[instance_id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import DatabaseError
 
+from arbitrage.pacing import paced
 from placement.clouds.base import TransientCloudError
 from workloads import notifications, recovery, services
 from workloads.recovery import health_sweep_run
@@ -57,7 +58,8 @@ def notification_deliver(self, notification_id: str) -> None:
 
 @shared_task(name="workloads.health_sweep", ignore_result=True)
 def health_sweep() -> dict:
-    return health_sweep_run().__dict__
+    report = paced("health-sweep", health_sweep_run)
+    return report.__dict__ if report is not None else {"skipped": 1}
 
 
 @shared_task(name="workloads.readiness_sweep", ignore_result=True)

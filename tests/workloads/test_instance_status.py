@@ -13,7 +13,7 @@ from placement.clouds.aws import AwsCloud
 from placement.clouds.base import InstanceNotFound, InstanceRequest, InstanceState
 from tests.factories import WorkloadInstanceFactory
 from tests.placement.aws_fake import FAKE_ENV
-from workloads.instance_status import instance_status_read
+from workloads.instance_status import instance_status_read, instance_statuses_read
 
 REGION = "us-east-1"
 
@@ -43,16 +43,32 @@ def launch(cloud: AwsCloud, token: str) -> str:
     return instance_id
 
 
-def test_the_checks_of_many_starting_instances_share_one_describe_call(aws):
+def test_a_batch_read_answers_the_checks_of_many_starting_instances(aws):
     starting = [launch(aws, f"ca-batch-{n}") for n in range(6)]
     aws.terminate_instance(starting[5], REGION)
     calls = []
-    aws.client(REGION).meta.events.register("before-call.ec2.DescribeInstances", lambda **_: calls.append(1))
+    aws.client(REGION).meta.events.register(
+        "before-call.ec2.DescribeInstances", lambda params, **_: calls.append(params)
+    )
 
+    # What the readiness sweep does: one call for all of them.
+    instance_statuses_read(provider="aws", region=REGION, instance_ids=starting)
     states = [instance_status_read(provider="aws", region=REGION, instance_id=i).state for i in starting]
 
     assert states == [InstanceState.RUNNING] * 5 + [InstanceState.TERMINATED]
-    assert len(calls) == 1  # the first check read all six; the others were answered from the routing KV
+    assert len(calls) == 1  # the runs' checks were answered from the routing KV
+
+
+def test_a_check_with_nothing_fresh_reads_only_its_own_instance(aws):
+    first, second = launch(aws, "ca-own-1"), launch(aws, "ca-own-2")
+    calls = []
+    aws.client(REGION).meta.events.register(
+        "before-call.ec2.DescribeInstances", lambda params, **_: calls.append(params)
+    )
+
+    assert instance_status_read(provider="aws", region=REGION, instance_id=first).state is InstanceState.RUNNING
+    assert len(calls) == 1 and first in str(calls)
+    assert second not in str(calls)  # not every instance starting: with thousands, that is O(runs) per check
 
 
 def test_an_instance_the_cloud_does_not_have_is_not_found(aws):

@@ -11,7 +11,7 @@ from tests.live import wait_until
 from workloads.models import StepStatus, WorkflowKind, WorkflowRun, WorkloadStatus
 from workloads.services import workload_create
 from workloads.workflows import engine
-from workloads.workflows.readiness import readiness_sweep_run, readiness_sweep_tick, sweep_watching
+from workloads.workflows.readiness import readiness_sweep_run, sweep_watching
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,20 +91,3 @@ def test_a_wait_past_its_limit_is_woken_and_gives_up(settings, catalog, local_cl
     assert isinstance(outcome, engine.Stop)
     run.refresh_from_db()
     assert run.status == "failed" and "Timeout waiting for instance to start" in run.error
-
-
-def test_the_sweep_spaces_out_its_passes_by_their_length(monkeypatch, db):
-    from django.core.cache import caches
-
-    from workloads.workflows import readiness
-
-    caches["routing"].delete_many([readiness.LAST_PASS_KEY, readiness.RUNNING_KEY])
-    passes = []
-    monkeypatch.setattr(readiness, "readiness_sweep_run", lambda: passes.append(1) or {"woken": 0})
-    clock = iter([1000.0, 1002.0, 1003.0, 1010.0, 1011.0])  # when each tick begins, and each pass ends
-    monkeypatch.setattr(readiness, "_clock", lambda: next(clock))
-
-    assert readiness_sweep_tick() == {"woken": 0}  # began at 1000, took 2 s
-    assert readiness_sweep_tick() == {"skipped": 1}  # at 1003: sooner than 4 x 2 s after 1000
-    assert readiness_sweep_tick() == {"woken": 0}  # at 1010
-    assert len(passes) == 2 and sweep_watching()

@@ -19,20 +19,20 @@ its wait step runs now and the run goes on. Runs still waiting cost nothing unti
 
 Each pass marks the sweep alive in the routing KV (:func:`sweep_watching`); the wait steps then
 re-check on their own only every ``READINESS_POLL_SECONDS`` (the fallback), and every 5 s when no
-sweep runs. A pass that took ``s`` seconds is followed by the next one no sooner than ``PACE * s``
-after it began, and two never overlap: with tens of thousands of runs waiting the sweep takes a
-bounded share of a worker and the wakes reach the runs a few seconds later.
+sweep runs. Passes are paced (``arbitrage.pacing``): two never overlap and a long one spaces out the
+next, so with tens of thousands of runs waiting the sweep takes a bounded share of a worker and the
+wakes reach the runs a few seconds later.
 """
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from django.conf import settings
 from django.core.cache import caches
 from django.utils import timezone
 
+from arbitrage.pacing import paced
 from placement.clouds.base import CloudNotConfigured, InstanceState, TransientCloudError, get_cloud
 from workloads.health import check_many
 from workloads.instance_status import instance_statuses_read
@@ -44,18 +44,8 @@ READY_STEP = "wait-for-workload-ready"
 CREATE_STEP = "provision-cloud-resources"
 
 ALIVE_KEY = "readiness-sweep:alive"
-LAST_PASS_KEY = "readiness-sweep:last-pass"
-RUNNING_KEY = "readiness-sweep:running"
-#: After a pass of ``s`` seconds the next begins no sooner than ``PACE * s`` after it: at most about a
-#: quarter of one worker goes to the sweep however many runs wait.
-PACE = 4
 #: A run woken is not woken again for this long (its wake may be queued behind many steps).
 WAKE_AGAIN_SECONDS = 60
-
-
-def _clock() -> float:
-    """Wall-clock seconds: passes made by different workers are spaced out by it."""
-    return time.time()
 
 
 def sweep_watching() -> bool:
@@ -152,21 +142,6 @@ def readiness_sweep_run() -> dict[str, int]:
 
 
 def readiness_sweep_tick() -> dict[str, int]:
-    """The beat's task: a pass, unless one is running or the last began less than ``PACE`` times its length ago.
-
-    Either way the sweep is marked alive: the waits keep leaving their re-checks to it.
-    """
+    """The beat's task: a pass when its turn is due (``arbitrage.pacing``); the sweep is marked alive either way."""
     _mark_alive()
-    kv = caches["routing"]
-    last = kv.get(LAST_PASS_KEY)
-    began = _clock()
-    if last is not None and began < last["began"] + PACE * last["took"]:
-        return {"skipped": 1}
-    if not kv.add(RUNNING_KEY, 1, timeout=120):  # a pass cut short by a dead worker holds it no longer
-        return {"skipped": 1}
-    try:
-        counts = readiness_sweep_run()
-    finally:
-        kv.set(LAST_PASS_KEY, {"began": began, "took": _clock() - began}, timeout=3600)
-        kv.delete(RUNNING_KEY)
-    return counts
+    return paced("readiness-sweep", readiness_sweep_run, lock_seconds=120) or {"skipped": 1}

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,10 @@ _INSTANCE_ID = re.compile(r"^local-[0-9a-f]{12}$")
 
 def root_dir() -> Path:
     root = Path(settings.VAR_DIR) / "local-cloud"
-    (root / "instances").mkdir(parents=True, exist_ok=True)
-    (root / "run").mkdir(exist_ok=True)
+    # One stat on the hot path (every record read); the folders are made when it fails.
+    if not os.path.isdir(root / "run"):
+        (root / "instances").mkdir(parents=True, exist_ok=True)
+        (root / "run").mkdir(exist_ok=True)
     return root
 
 
