@@ -2,7 +2,7 @@
 
 Beat sends a sweep every few seconds; a pass over tens of thousands of rows may take longer than
 that. ``paced`` runs a pass only when none is running (on any worker) and the last one began at
-least ``PACE`` times its own length ago, so a sweep takes a bounded share of the workers however
+least ``pace`` times its own length ago, so a sweep takes a bounded share of the workers however
 much it has to look at, and its period grows with its work instead of its passes piling up.
 """
 
@@ -16,8 +16,11 @@ from django.core.cache import caches
 
 T = TypeVar("T")
 
-#: After a pass of ``s`` seconds the next begins no sooner than ``PACE * s`` after it began.
+#: After a pass of ``s`` seconds the next begins no sooner than ``PACE * s`` after it began: a sweep
+#: whose passes wake or watch workloads takes at most about a quarter of one worker.
 PACE = 4
+#: The same for upkeep nobody waits on (output collection, the arbitrage controller's tick).
+UPKEEP_PACE = 10
 
 
 def _clock() -> float:
@@ -25,15 +28,16 @@ def _clock() -> float:
     return time.time()
 
 
-def paced(name: str, sweep: Callable[[], T], *, lock_seconds: float = 300) -> T | None:
+def paced(name: str, sweep: Callable[[], T], *, pace: float = PACE, lock_seconds: float = 300) -> T | None:
     """Run ``sweep`` unless its turn is not due (see the module docstring); None when it was skipped.
 
-    ``lock_seconds``: how long a pass cut short by a dead worker keeps the others out.
+    ``pace``: the ``PACE`` of this sweep. ``lock_seconds``: how long a pass cut short by a dead
+    worker keeps the others out.
     """
     kv = caches["routing"]
     last = kv.get(f"paced:{name}:last")
     began = _clock()
-    if last is not None and began < last["began"] + PACE * last["took"]:
+    if last is not None and began < last["began"] + pace * last["took"]:
         return None
     if not kv.add(f"paced:{name}:running", 1, timeout=lock_seconds):
         return None

@@ -150,13 +150,25 @@ def _milestones(ids, started_wall: float) -> dict[str, tuple[float, float]]:
 
 
 def count_provisioning_queries(*, customer=None, requirements=None, config=None) -> int:
-    """Database queries of one provisioning run, its steps executed here one by one as a worker would."""
+    """Database queries of one provisioning run, its steps executed here one by one as a worker would.
+
+    A wait is executed again once what it waits for holds, as the readiness sweep wakes it (the
+    checks made to know that are not counted: the sweep makes them for every run at once).
+    """
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from workloads.models import StepStatus, WorkflowStep
     from workloads.services import workload_create
     from workloads.workflows.engine import Done, RetryLater, Stop, workflow_step_execute
+    from workloads.workflows.readiness import INSTANCE_STEP, READY_STEP, runs_answering, runs_started
+
+    def awaited_holds(run_id, step_name: str) -> bool:
+        if step_name == INSTANCE_STEP:
+            return bool(runs_started([run_id]))
+        if step_name == READY_STEP:
+            return bool(runs_answering([run_id]))
+        return True
 
     if customer is None:
         from accounts.services import customer_create
@@ -164,6 +176,7 @@ def count_provisioning_queries(*, customer=None, requirements=None, config=None)
         customer = customer_create(name=f"queries probe {time.time_ns()}")
     requirements = requirements or {"vcpu": 2, "memory_gb": 4}
     config = config or {"storage": {"enabled": False}}
+    queries = 0
     with CaptureQueriesContext(connection) as captured:
         # Without on_commit enqueueing: this run is driven here, step by step.
         from django.db import transaction
@@ -175,17 +188,24 @@ def count_provisioning_queries(*, customer=None, requirements=None, config=None)
             run = workload.workflow_runs.get()
             run.chain_generation = 99  # the workers' copy of the chain stops at once
             run.save(update_fields=["chain_generation"])
-        for step in WorkflowStep.objects.filter(run=run).order_by("position"):
-            while True:
-                outcome = workflow_step_execute(run_id=run.id, step_name=step.name, generation=99)
-                if isinstance(outcome, Done):
-                    break
-                if isinstance(outcome, Stop):
-                    raise SystemExit(f"probe run stopped at {step.name}: {outcome.reason}")
-                assert isinstance(outcome, RetryLater)
-                time.sleep(outcome.countdown)  # as a worker's countdown would
-        assert not WorkflowStep.objects.filter(run=run).exclude(status=StepStatus.SUCCEEDED).exists()
-    return len(captured.captured_queries)
+    queries += len(captured.captured_queries)
+    for step_name in WorkflowStep.objects.filter(run=run).order_by("position").values_list("name", flat=True):
+        while True:
+            with CaptureQueriesContext(connection) as captured:
+                outcome = workflow_step_execute(run_id=run.id, step_name=step_name, generation=99)
+            queries += len(captured.captured_queries)
+            if isinstance(outcome, Done):
+                break
+            if isinstance(outcome, Stop):
+                raise SystemExit(f"probe run stopped at {step_name}: {outcome.reason}")
+            assert isinstance(outcome, RetryLater)
+            waiting = WorkflowStep.objects.filter(run=run, status=StepStatus.RUNNING).values_list("name", flat=True)
+            waiting_step = waiting.first() or step_name
+            deadline = time.monotonic() + 600
+            while not awaited_holds(run.id, waiting_step) and time.monotonic() < deadline:
+                time.sleep(0.5)
+    assert not WorkflowStep.objects.filter(run=run).exclude(status=StepStatus.SUCCEEDED).exists()
+    return queries
 
 
 def _start_worker(var_dir: Path, env: dict[str, str], name: str) -> subprocess.Popen:

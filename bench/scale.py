@@ -218,7 +218,7 @@ def _run(args, api_key: str, web_port: int, processes, queries: int) -> dict:
 
     lines.append(f"submitted through the API in {submitted:.1f} s ({args.workloads / submitted:.0f}/s)")
     lines.append(f"all RUNNING after {wall:.1f} s: {args.workloads / wall:.1f} provisioning runs per second")
-    lines.append(f"database queries per provisioning run, run alone with its own wait checks: {queries}")
+    lines.append(f"database queries per provisioning run, run alone, its waits woken once each: {queries}")
     lines.append(
         f"Celery tasks per provisioning run: {tasks / args.workloads:.1f} (every task the workers ran until all "
         f"RUNNING, sweeps included); step executions per run: {step_executions / args.workloads:.1f}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from arbitrage.pacing import UPKEEP_PACE, paced
 from fleet import controller
 from fleet.reconciliation import cloud_interruption_warnings_poll
 from fleet.reconciliation import cloud_reconcile as reconcile
@@ -26,5 +27,5 @@ def cloud_interruption_warnings() -> list[str]:
 
 @shared_task(name="workloads.arbitrage_tick", ignore_result=True)
 def arbitrage_tick() -> dict:
-    report = controller.arbitrage_tick()
-    return {"looked_at": report.looked_at, **report.actions}
+    report = paced("arbitrage-tick", controller.arbitrage_tick, pace=UPKEEP_PACE)
+    return {"looked_at": report.looked_at, **report.actions} if report is not None else {"skipped": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import DatabaseError
 
-from arbitrage.pacing import paced
+from arbitrage.pacing import UPKEEP_PACE, paced
 from placement.clouds.base import TransientCloudError
 from workloads import notifications, recovery, services
 from workloads.recovery import health_sweep_run
@@ -74,7 +74,7 @@ def checkpoint_request(workload_id: str) -> bool:
 
 @shared_task(name="workloads.logs_collect", ignore_result=True)
 def logs_collect() -> int:
-    return services.workload_outputs_collect()
+    return paced("logs-collect", services.workload_outputs_collect, pace=UPKEEP_PACE) or 0
 
 
 @shared_task(name="workloads.logs_expire", ignore_result=True)

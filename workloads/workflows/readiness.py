@@ -82,7 +82,7 @@ def _results(run_ids: list, step_name: str) -> dict:
     )
 
 
-def _started(run_ids: list) -> list:
+def runs_started(run_ids: list) -> list:
     """The runs among ``run_ids`` whose instance is no longer pending (or is gone)."""
     created = _results(run_ids, CREATE_STEP)
     by_region: dict[tuple[str, str], list] = defaultdict(list)
@@ -112,7 +112,7 @@ def _started(run_ids: list) -> list:
     return started
 
 
-def _answering(run_ids: list) -> list:
+def runs_answering(run_ids: list) -> list:
     """The runs among ``run_ids`` whose workload answers its health check."""
     addresses = {run_id: (result or {}).get("address") for run_id, result in _results(run_ids, INSTANCE_STEP).items()}
     runs = [run_id for run_id in run_ids if addresses.get(run_id)]
@@ -128,8 +128,8 @@ def readiness_sweep_run() -> dict[str, int]:
     """Look at every waiting run once; wake those whose wait is over. Counts of waiting and woken runs."""
     _mark_alive()
     (starting, starting_expired), (booting, booting_expired) = _waiting(INSTANCE_STEP), _waiting(READY_STEP)
-    started = set(_started(list(starting)) if starting else []) | set(starting_expired)
-    answering = set(_answering(list(booting)) if booting else []) | set(booting_expired)
+    started = set(runs_started(list(starting)) if starting else []) | set(starting_expired)
+    answering = set(runs_answering(list(booting)) if booting else []) | set(booting_expired)
     over = [(run_id, INSTANCE_STEP, *starting[run_id]) for run_id in started]
     over += [(run_id, READY_STEP, *booting[run_id]) for run_id in answering]
     kv = caches["routing"]
