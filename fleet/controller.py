@@ -20,6 +20,7 @@ twice: the second finds the plan already in place.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,12 +81,15 @@ def arbitrage_tick(*, now: datetime | None = None) -> TickReport:
     now = now or timezone.now()
     report = TickReport()
     blocked = {pool_key(*pool) for pool in blocked_pools()}
+    # One ranking per shape of requirements for the whole tick: a sweep of thousands of like jobs
+    # asks for the same pools thousands of times.
+    ranked: dict[str, tuple[list, dict]] = {}
     workloads = Workload.objects.filter(status__in=LIVE).prefetch_related("instances").order_by("created_at")
     for workload in workloads:
         report.looked_at += 1
         with log_context(workload_id=str(workload.id)):
             try:
-                outcome = workload_arbitrate(workload=workload, now=now, blocked=blocked)
+                outcome = workload_arbitrate(workload=workload, now=now, blocked=blocked, ranked=ranked)
             except NoPlacement:
                 outcome = "no-offer"
         report.count(outcome)
@@ -107,13 +111,26 @@ def checkpoint_whereabouts(workload: Workload) -> tuple[tuple[str, ...] | None, 
     return source, size
 
 
-def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -> Observation:
-    """What the policy sees of ``workload`` now."""
+def _ranked(requirements: dict, ranked: dict[str, tuple[list, dict]] | None) -> tuple[list, dict]:
+    """The candidate pools for ``requirements`` and their estimates, from ``ranked`` when this tick has them."""
+    key = json.dumps(requirements, sort_keys=True, default=str)
+    if ranked is not None and key in ranked:
+        return ranked[key]
+    candidates = placement_candidates(requirements=requirements, limit=POOLS_CONSIDERED, honour_blocks=False)
+    found = (candidates, pool_estimates(pools=[candidate.pool for candidate in candidates]))
+    if ranked is not None:
+        ranked[key] = found
+    return found
+
+
+def observation_build(
+    *, workload: Workload, now: datetime, blocked: set[str], ranked: dict[str, tuple[list, dict]] | None = None
+) -> Observation:
+    """What the policy sees of ``workload`` now; ``ranked``: the rankings this tick made so far (shared)."""
     progress = workload_progress(workload=workload, now=now)
     instance = workload_current_instance_of(workload)
-    candidates = placement_candidates(requirements=workload.requirements, limit=POOLS_CONSIDERED, honour_blocks=False)
+    candidates, estimates = _ranked(workload.requirements, ranked)
     source, size_bytes = checkpoint_whereabouts(workload)
-    estimates = pool_estimates(pools=[candidate.pool for candidate in candidates])
     pools = tuple(
         Pool(
             key=pool_key(*candidate.pool),
@@ -151,9 +168,11 @@ def observation_build(*, workload: Workload, now: datetime, blocked: set[str]) -
     )
 
 
-def workload_arbitrate(*, workload: Workload, now: datetime, blocked: set[str]) -> str:
+def workload_arbitrate(
+    *, workload: Workload, now: datetime, blocked: set[str], ranked: dict[str, tuple[list, dict]] | None = None
+) -> str:
     """Ask the policy about one workload and carry its answer out; what was done, in a word."""
-    observation = observation_build(workload=workload, now=now, blocked=blocked)
+    observation = observation_build(workload=workload, now=now, blocked=blocked, ranked=ranked)
     action = UniformProgress().act(observation)
     market, pool = _target(action, refused={p.key for p in observation.pools if p.refused})
     if market is None:

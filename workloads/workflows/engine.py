@@ -156,6 +156,11 @@ class Step:
     a health endpoint) and writes only through ``on_commit_effects``. It sees the results of the
     steps before it (``result_of``) but not yet their database effects, which are applied in
     order, in the same transaction, before its own.
+
+    ``inline``: the step runs in the same task as the step before it, once that one's record has
+    committed: no Celery hop, but its own record (and its own try, counted at its start), so it may
+    change something outside as a step with a task of its own does. A run's steps then start one
+    after the other in one task instead of waiting, each, behind every other run's queued steps.
     """
 
     name: str
@@ -164,6 +169,7 @@ class Step:
     poll: Poll | None = None
     compensate: Callable[[StepContext, Any], None] | None = None
     follows: bool = False
+    inline: bool = False
 
     @property
     def counted_at_start(self) -> bool:
@@ -203,8 +209,18 @@ class Workflow:
         return names[start:end]
 
     def chain_heads(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """The steps of ``names`` that get a task of their own: the first, and every one that does not follow."""
-        return tuple(name for index, name in enumerate(names) if index == 0 or not self.step(name).follows)
+        """The steps of ``names`` that get a task of their own: the first, and every one neither following nor inline."""
+        return tuple(
+            name
+            for index, name in enumerate(names)
+            if index == 0 or not (self.step(name).follows or self.step(name).inline)
+        )
+
+    def inline_after(self, name: str) -> str | None:
+        """The step that runs inline after ``name``'s batch, in its task, if there is one."""
+        names = self.step_names
+        after = names.index(self.batch(name)[-1]) + 1
+        return names[after] if after < len(names) and self.steps[after].inline else None
 
 
 WORKFLOWS: dict[str, Workflow] = {}
@@ -428,6 +444,24 @@ def workflow_step_execute(*, run_id: UUID | str, step_name: str, generation: int
 
 
 def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Outcome:
+    """The batch of ``step_name``, then each inline step after it, in this task (``Step.inline``)."""
+    seen: dict[str, str] = {}
+    outcome = _batch_execute(run_id=run_id, step_name=step_name, generation=generation, seen=seen)
+    first = outcome
+    while isinstance(outcome, Done) and "kind" in seen:
+        following = WORKFLOWS[seen["kind"]].inline_after(step_name)
+        if following is None:
+            break
+        step_name = following
+        with log_context(step=step_name):
+            outcome = _batch_execute(run_id=run_id, step_name=step_name, generation=generation)
+    return first if isinstance(outcome, Done) else outcome
+
+
+def _batch_execute(
+    *, run_id: UUID | str, step_name: str, generation: int, seen: dict[str, str] | None = None
+) -> Outcome:
+    """Execute ``step_name`` and the steps that follow it (``Step.follows``); ``seen`` gets the run's kind."""
     # One query for the run, its workload (its customer and routing) and every step's state and result.
     steps = list(
         WorkflowStep.objects.filter(run_id=run_id)
@@ -437,6 +471,8 @@ def _step_execute(*, run_id: UUID | str, step_name: str, generation: int) -> Out
     if not steps:
         return Stop("no such run")
     run = steps[0].run
+    if seen is not None:
+        seen["kind"] = run.kind
     log_context_bind(workload_id=run.workload_id, kind=run.kind)
     if run.chain_generation != generation:
         return Stop("superseded by a resumed chain")
@@ -652,7 +688,7 @@ def _record_success(done: list[tuple[StepContext, Step, Any]]) -> Outcome:
         return Stop("run stopped while the step ran")
     except _AlreadyRecorded:
         # A duplicate chain got there first: go on from what it recorded.
-        return _step_execute(run_id=run.pk, step_name=done[0][0].step.name, generation=run.chain_generation)
+        return _batch_execute(run_id=run.pk, step_name=done[0][0].step.name, generation=run.chain_generation)
     for ctx, _, result in done:
         ctx.step.status, ctx.step.result, ctx.step.error, ctx.step.finished_at = (
             StepStatus.SUCCEEDED,

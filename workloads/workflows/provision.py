@@ -552,6 +552,9 @@ PROVISION_CLOUD_RESOURCES = Step(
     provision_cloud_resources,
     retry=RetryPolicy(limit=3, delay_seconds=10, exponential=True, retry_on=(TransientCloudError,)),
     compensate=_undo_create,
+    # In the task of find-placement, once the placement is recorded: a create retried after a
+    # crash goes to the same pool with the same token.
+    inline=True,
 )
 WAIT_FOR_INSTANCE = Step(
     "wait-for-instance", wait_for_instance, poll=_wait("Timeout waiting for instance to start"), follows=True
