@@ -5,14 +5,15 @@ Starts what it needs: a throwaway PostgreSQL database beside DATABASE_URL's (def
 (default ``redis://127.0.0.1:6379``, DBs 12 and 13, flushed: the routing KV and the broker), the
 bundled catalog, the web (gunicorn), ``--workers`` Celery worker processes (default 2), beat, and the
 local cloud in its fleet-host mode (``LOCAL_CLOUD_HOST_MODE=fleet``: one process hosts every
-instance). Then it submits N workloads through the REST API whose instances take D seconds to boot,
+instance). Then it submits N workloads through the REST API (``POST /api/v1/workloads/batch``,
+``--batch`` at a time; ``--batch 1``: one ``POST /api/v1/workloads`` each) whose instances take D seconds to boot,
 and reports: the time until all are RUNNING, provisioning runs per second, database queries and
 Celery tasks per provisioning run, the API's p50/p99 for ``GET /api/v1/workloads`` while they
 start, the peak RSS of the workers and of the fleet host, and the health sweep's time over all N.
 Then it terminates every workload through the API and checks that no instance is left and that
 each instance was billed exactly once.
 
-    python bench/scale.py [--workloads 10000] [--boot-delay 120]
+    python bench/scale.py [--workloads 10000] [--boot-delay 120] [--batch 100]
 
 Last line: ``scale ratio: <wall / D> (target < 3)``.
 """
@@ -53,10 +54,18 @@ def main() -> None:
     parser.add_argument("--boot-delay", type=float, default=120.0, help="D: seconds a local instance takes to boot")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--submitters", type=int, default=16, help="concurrent API clients submitting")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        help="workloads per POST /api/v1/workloads/batch (1: one POST /workloads each)",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     args = parser.parse_args()
     if args.workloads < 1 or args.boot_delay <= 0 or args.workers < 1 or args.submitters < 1:
         parser.error("--workloads, --workers and --submitters must be >= 1 and --boot-delay > 0")
+    if not 1 <= args.batch <= 500:
+        parser.error("--batch must be between 1 and 500")
 
     redis_base = _redis_server(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     web_port = _free_port()
@@ -149,17 +158,22 @@ def _run(args, api_key: str, web_port: int, processes, queries: int) -> dict:
     started = time.monotonic()
     with ThreadPoolExecutor(args.submitters) as pool, httpx.Client(headers=headers, timeout=60) as client:
 
-        def submit(i: int) -> str:
-            answer = client.post(
-                f"{base}/workloads",
-                json={"name": f"scale-{i}", **WORKLOAD},
-                headers={"Idempotency-Key": str(uuid.uuid4())},
-            )
+        def submit(first: int) -> list[str]:
+            numbers = range(first, min(first + args.batch, args.workloads))
+            if args.batch == 1:
+                url, body = f"{base}/workloads", {"name": f"scale-{first}", **WORKLOAD}
+            else:
+                url, body = (
+                    f"{base}/workloads/batch",
+                    {"workloads": [{"name": f"scale-{i}", **WORKLOAD} for i in numbers]},
+                )
+            answer = client.post(url, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
             if answer.status_code != 201:
-                raise SystemExit(f"submitting workload {i}: HTTP {answer.status_code} {answer.text[:300]}")
-            return answer.json()["id"]
+                raise SystemExit(f"submitting workloads from {first}: HTTP {answer.status_code} {answer.text[:300]}")
+            made = answer.json()
+            return [made["id"]] if args.batch == 1 else [workload["id"] for workload in made["workloads"]]
 
-        ids = list(pool.map(submit, range(args.workloads)))
+        ids = [i for made in pool.map(submit, range(0, args.workloads, args.batch)) for i in made]
     submitted = time.monotonic() - started
     counts = _wait_until(ids, {WorkloadStatus.RUNNING}, started + args.timeout)
     wall = time.monotonic() - started
@@ -216,7 +230,8 @@ def _run(args, api_key: str, web_port: int, processes, queries: int) -> dict:
             break
         time.sleep(1.0)
 
-    lines.append(f"submitted through the API in {submitted:.1f} s ({args.workloads / submitted:.0f}/s)")
+    how = "one POST each" if args.batch == 1 else f"batches of {args.batch}"
+    lines.append(f"submitted through the API in {submitted:.1f} s ({args.workloads / submitted:.0f}/s, {how})")
     lines.append(f"all RUNNING after {wall:.1f} s: {args.workloads / wall:.1f} provisioning runs per second")
     lines.append(f"database queries per provisioning run, run alone, its waits woken once each: {queries}")
     lines.append(

@@ -79,6 +79,7 @@ def workload_create(
     expected_duration_seconds: int | None = None,
     deadline: datetime | None = None,
     on_demand_fallback: bool | None = None,
+    admitted: bool = False,
 ) -> tuple[Workload, bool]:
     """Store a new PENDING workload; returns ``(workload, created)``.
 
@@ -87,6 +88,7 @@ def workload_create(
     with a different request is refused. Once this month's spend has reached the
     customer's monthly budget a new workload is refused (``BudgetExceeded``, 402)
     and the customer gets a BUDGET_EXCEEDED notification; nothing is stored.
+    ``admitted``: the caller asked already (``workload_batch_create`` asks once for a whole batch).
     """
     if on_demand_fallback is None:
         on_demand_fallback = deadline is not None
@@ -102,7 +104,8 @@ def workload_create(
         existing = workload_by_idempotency_key(customer=customer, idempotency_key=idempotency_key)
         if existing is not None:
             return _idempotent_replay(existing, fingerprint), False
-    workload_admit(customer=customer)
+    if not admitted:
+        workload_admit(customer=customer)
     try:
         with transaction.atomic():
             workload = Workload.objects.create(
@@ -135,6 +138,27 @@ def workload_create(
             raise
         return _idempotent_replay(existing, fingerprint), False
     return workload, True
+
+
+def workload_batch_create(
+    *, customer: Customer, workloads: list[dict[str, Any]], idempotency_key: str | None = None
+) -> tuple[list[Workload], bool]:
+    """Store many new PENDING workloads in one transaction (a parameter sweep): all of them or none.
+
+    Each item holds ``workload_create``'s arguments and is made as it makes one; the budget is asked
+    once for the batch. With an ``idempotency_key`` the item at index ``i`` gets a key of its own made
+    from it and ``i``, so a retried batch answers with the workloads the first one made. Returns the
+    workloads in the order given and whether every one of them was such a replay.
+    """
+    prefix = f"batch:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}" if idempotency_key else None
+    if prefix is None or workload_by_idempotency_key(customer=customer, idempotency_key=f"{prefix}:0") is None:
+        workload_admit(customer=customer)
+    made: list[tuple[Workload, bool]] = []
+    with transaction.atomic():
+        for index, item in enumerate(workloads):
+            key = f"{prefix}:{index}" if prefix else None
+            made.append(workload_create(customer=customer, idempotency_key=key, admitted=True, **item))
+    return [workload for workload, _ in made], not any(created for _, created in made)
 
 
 def _idempotent_replay(existing: Workload, fingerprint: str) -> Workload:

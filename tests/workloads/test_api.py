@@ -271,6 +271,56 @@ def test_a_malformed_idempotency_key_is_a_400(api):
     assert "Idempotency-Key" in error["fields"]
 
 
+# --- batches ------------------------------------------------------------------
+
+BATCH_URL = "/api/v1/workloads/batch"
+
+
+def post_batch(client, items, **extra):
+    return client.post(BATCH_URL, data=json.dumps({"workloads": items}), content_type="application/json", **extra)
+
+
+def test_a_batch_stores_every_workload_in_order_each_with_its_provisioning_run(api):
+    items = [{**VALID, "name": f"sweep-{n}", "config": {"env": {"LR": str(n)}}} for n in range(3)]
+    response = post_batch(api, items)
+
+    assert response.status_code == 201
+    answered = response.json()["workloads"]
+    assert [w["name"] for w in answered] == ["sweep-0", "sweep-1", "sweep-2"]
+    stored = Workload.objects.filter(id__in=[w["id"] for w in answered])
+    assert {w.status for w in stored} == {S.PENDING}
+    assert sorted(w.config["env"]["LR"] for w in stored) == ["0", "1", "2"]
+    assert all(w.workflow_runs.filter(kind="provision").count() == 1 for w in stored)
+
+
+def test_one_bad_workload_in_a_batch_is_named_by_its_index_and_nothing_is_stored(api):
+    items = [VALID, {**VALID, "requirements": {"vcpu": 0, "memory_gb": 4}}, VALID]
+    error = assert_error(post_batch(api, items), 400, "invalid")
+    assert "workloads.1.requirements.vcpu" in error["fields"]
+    assert not Workload.objects.exists()
+
+
+@pytest.mark.parametrize("count", [0, 501])
+def test_a_batch_takes_1_to_500_workloads(api, settings, count):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1 << 20
+    error = assert_error(post_batch(api, [VALID] * count), 400, "invalid")
+    assert "workloads" in error["fields"]
+    assert not Workload.objects.exists()
+
+
+def test_a_retried_batch_answers_with_the_workloads_the_first_made(api):
+    items = [{**VALID, "name": f"sweep-{n}"} for n in range(2)]
+    first = post_batch(api, items, HTTP_IDEMPOTENCY_KEY="sweep-42")
+    second = post_batch(api, items, HTTP_IDEMPOTENCY_KEY="sweep-42")
+
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json() and second["Idempotent-Replayed"] == "true"
+    assert Workload.objects.count() == 2
+    other = post_batch(api, [{**VALID, "name": "changed"}, items[1]], HTTP_IDEMPOTENCY_KEY="sweep-42")
+    assert_error(other, 422, "idempotency_key_reused")
+    assert Workload.objects.count() == 2
+
+
 # --- list and detail ----------------------------------------------------------
 
 

@@ -103,7 +103,7 @@ def test_a_provisioning_run_costs_at_most_40_queries_in_one_task_and_a_wait(fast
     assert workload.status == S.RUNNING
     # The create runs inline, in the task that found the placement, once that is recorded.
     assert cost.chains == [("validate-quotas",)]
-    assert [task for task, _ in cost.tries][0] == "validate-quotas+find-placement+update-status-provisioning"
+    assert cost.tries[0][0] == "validate-quotas+find-placement+update-status-provisioning"
     assert cost.total <= PROVISIONING_MAX_QUERIES, cost.tries
 
 

@@ -157,6 +157,14 @@ class WorkloadCreateSerializer(StrictSerializer):
         return attrs
 
 
+#: Workloads one batch create takes (its body is also held to API_MAX_BODY_BYTES).
+MAX_BATCH = 500
+
+
+class WorkloadBatchCreateSerializer(StrictSerializer):
+    workloads = WorkloadCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH)
+
+
 class WorkloadListQuerySerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=WorkloadStatus.choices, required=False)
     page = StrictCharField(required=False)

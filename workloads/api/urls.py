@@ -4,6 +4,7 @@ from workloads.api import agent_views, views
 
 urlpatterns = [
     path("workloads", views.WorkloadListCreateView.as_view(), name="workload-list"),
+    path("workloads/batch", views.WorkloadBatchCreateView.as_view(), name="workload-batch"),
     path("workloads/<uuid:workload_id>", views.WorkloadDetailView.as_view(), name="workload-detail"),
     path("agent/interruption", agent_views.AgentInterruptionView.as_view(), name="agent-interruption"),
     path("agent/progress", agent_views.AgentProgressView.as_view(), name="agent-progress"),

@@ -25,6 +25,7 @@ from workloads.api.serializers import (
     LogLineSerializer,
     LogPageSerializer,
     LogsQuerySerializer,
+    WorkloadBatchCreateSerializer,
     WorkloadCreateSerializer,
     WorkloadDetailSerializer,
     WorkloadListQuerySerializer,
@@ -99,6 +100,46 @@ class WorkloadListCreateView(generics.GenericAPIView):
         if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(WorkloadSerializer(workload).data, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class WorkloadBatchCreateView(APIView):
+    @extend_schema(
+        operation_id="workloads_create_batch",
+        request=WorkloadBatchCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Retrying a batch with the same key returns the workloads the first one made.",
+            )
+        ],
+        responses={
+            201: inline_serializer("WorkloadBatch", {"workloads": WorkloadSerializer(many=True)}),
+            400: ERROR,
+            401: ERROR,
+            402: OpenApiResponse(description="budget_exceeded: the customer's monthly budget is spent."),
+            413: ERROR,
+            422: OpenApiResponse(description="The Idempotency-Key was used before with another body."),
+        },
+        description="Submit up to 500 workloads in one call (a parameter sweep): all of them are stored, or, "
+        "when one is invalid, none (the error names it by its index, e.g. `workloads.3.requirements.vcpu`).",
+    )
+    def post(self, request):
+        idempotency_key = _idempotency_key(request)
+        serializer = WorkloadBatchCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        workloads, replayed = services.workload_batch_create(
+            customer=request.user.customer,
+            workloads=serializer.validated_data["workloads"],
+            idempotency_key=idempotency_key,
+        )
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return Response(
+            {"workloads": WorkloadSerializer(workloads, many=True).data},
+            status=status.HTTP_201_CREATED,
+            headers=headers,
+        )
 
 
 class WorkloadDetailView(APIView):

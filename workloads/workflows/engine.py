@@ -209,7 +209,7 @@ class Workflow:
         return names[start:end]
 
     def chain_heads(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """The steps of ``names`` that get a task of their own: the first, and every one neither following nor inline."""
+        """The steps of ``names`` that get a task of their own: the first, and each neither following nor inline."""
         return tuple(
             name
             for index, name in enumerate(names)

@@ -13,8 +13,9 @@ per run every few seconds would be thousands of tasks a second; instead, every
   (``workloads.health.check_many``, as the health sweep does).
 
 Every run whose instance left ``pending`` (started, or failed) or whose workload answers is woken
-(``engine.workflow_run_wake``, at most once per ``WAKE_AGAIN_SECONDS``: a queue that is behind is
-not fed the same run again), and so is every run whose wait reached its limit (it then gives up):
+(``engine.workflow_run_wake``; not again until that wake has run, however far behind the queue is,
+or ``READINESS_POLL_SECONDS`` has passed: a wake lost with a dead worker), and so is every run
+whose wait reached its limit (it then gives up):
 its wait step runs now and the run goes on. Runs still waiting cost nothing until the next sweep.
 
 Each pass marks the sweep alive in the routing KV (:func:`sweep_watching`); the wait steps then
@@ -44,8 +45,6 @@ READY_STEP = "wait-for-workload-ready"
 CREATE_STEP = "provision-cloud-resources"
 
 ALIVE_KEY = "readiness-sweep:alive"
-#: A run woken is not woken again for this long (its wake may be queued behind many steps).
-WAKE_AGAIN_SECONDS = 60
 
 
 def sweep_watching() -> bool:
@@ -58,15 +57,18 @@ def _mark_alive() -> None:
 
 
 def _waiting(step_name: str) -> tuple[dict, list]:
-    """The runs waiting in ``step_name``: run id -> (kind, chain generation), and those past their wait's limit."""
+    """The runs waiting in ``step_name``, and those past their wait's limit.
+
+    Run id -> (kind, chain generation, the wait's checks so far).
+    """
     waiting, expired = {}, []
     now = timezone.now()
-    for run_id, kind, generation, started_at in (
+    for run_id, kind, generation, started_at, attempts in (
         WorkflowStep.objects.filter(name=step_name, status=StepStatus.RUNNING, run__status=RunStatus.RUNNING)
         .order_by("run__created_at")
-        .values_list("run_id", "run__kind", "run__chain_generation", "started_at")
+        .values_list("run_id", "run__kind", "run__chain_generation", "started_at", "attempts")
     ):
-        waiting[run_id] = (kind, generation)
+        waiting[run_id] = (kind, generation, attempts)
         poll = WORKFLOWS[kind].step(step_name).poll
         limit = scaled(poll.every_seconds * poll.max_checks) if poll is not None else None
         if limit is not None and started_at is not None and (now - started_at).total_seconds() >= limit:
@@ -133,12 +135,18 @@ def readiness_sweep_run() -> dict[str, int]:
     over = [(run_id, INSTANCE_STEP, *starting[run_id]) for run_id in started]
     over += [(run_id, READY_STEP, *booting[run_id]) for run_id in answering]
     kv = caches["routing"]
-    woken = 0
-    for run_id, step, kind, generation in over:
-        if kv.add(f"readiness-woken:{run_id}:{step}:{generation}", 1, timeout=scaled(WAKE_AGAIN_SECONDS)):
-            workflow_run_wake(run_id=run_id, kind=kind, generation=generation, waiting_step=step)
-            woken += 1
-    return {"starting": len(starting), "booting": len(booting), "woken": woken}
+    keys = {run_id: f"readiness-woken:{run_id}:{step}:{generation}" for run_id, step, _, generation, _ in over}
+    sent = kv.get_many(list(keys.values()))
+    woken: dict[str, int] = {}
+    for run_id, step, kind, generation, attempts in over:
+        if sent.get(keys[run_id]) == attempts:
+            continue  # woken already, and that wake has not run yet: it is queued behind other steps
+        workflow_run_wake(run_id=run_id, kind=kind, generation=generation, waiting_step=step)
+        woken[keys[run_id]] = attempts
+    if woken:
+        # A wake that never runs (lost with a dead worker) is sent again once this expires.
+        kv.set_many(woken, timeout=scaled(settings.READINESS_POLL_SECONDS))
+    return {"starting": len(starting), "booting": len(booting), "woken": len(woken)}
 
 
 def readiness_sweep_tick() -> dict[str, int]:
