@@ -60,12 +60,15 @@ def task_log_fields(task: Any, args: tuple | list | None, kwargs: dict | None) -
 
 
 @task_prerun.connect
-def retire_old_connections(**_: Any) -> None:
+def retire_old_connections(sender: Any = None, **_: Any) -> None:
     """Drop a database connection that is broken or older than ``CONN_MAX_AGE`` before a task uses it.
 
     Workers keep their connection across tasks (``CELERY_DB_REUSE_MAX``), as the web keeps one
-    across requests, and Django's request-start check is done here.
+    across requests, and Django's request-start check is done here. Not for a task applied in the
+    caller's process (``apply()``): the connection, and its transaction, are the caller's.
     """
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()
