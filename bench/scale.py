@@ -326,22 +326,23 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.0f} MB"
 
 
-def _rss_tree(pid: int) -> int:
-    """Resident bytes of a process and its children (a prefork worker's pool is its children)."""
-    total = _rss(pid)
+def _tree(pid: int, measure):
+    """``measure`` of a process plus that of its live children (a prefork worker's pool is its children)."""
+    total = measure(pid)
     for child in Path(f"/proc/{pid}/task").glob("*/children"):
         for child_pid in child.read_text().split():
-            total += _rss(int(child_pid))
+            total += measure(int(child_pid))
     return total
+
+
+def _rss_tree(pid: int) -> int:
+    """Resident bytes of a process and its children."""
+    return _tree(pid, _rss)
 
 
 def _cpu_tree(pid: int) -> float:
     """CPU seconds (user + system) of a process and its live children."""
-    total = _cpu(pid)
-    for child in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child_pid in child.read_text().split():
-            total += _cpu(int(child_pid))
-    return total
+    return _tree(pid, _cpu)
 
 
 def _cpu(pid: int) -> float:

@@ -151,5 +151,8 @@ def readiness_sweep_run() -> dict[str, int]:
 
 def readiness_sweep_tick() -> dict[str, int]:
     """The beat's task: a pass when its turn is due (``arbitrage.pacing``); the sweep is marked alive either way."""
-    _mark_alive()
-    return paced("readiness-sweep", readiness_sweep_run, lock_seconds=120) or {"skipped": 1}
+    counts = paced("readiness-sweep", readiness_sweep_run, lock_seconds=120)
+    if counts is None:
+        _mark_alive()  # a skipped turn: the sweep is still on, the waits keep leaving their checks to it
+        return {"skipped": 1}
+    return counts
